@@ -1,0 +1,1 @@
+"""sluice: the pipeline stages, importable without Airflow, DVC or BentoML."""

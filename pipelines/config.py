@@ -1,0 +1,301 @@
+"""Typed params (pydantic) and the one place where paths are declared.
+
+Nothing here touches the filesystem on import. `load_params()` reads params.yaml and returns a frozen
+`Params`; `Params.paths` derives every input/output location from the project root (the directory that
+holds params.yaml), so tests point the whole pipeline at a tmp dir by writing a params.yaml there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Canonical event schema. Source logs are mapped onto these names by `ingest.source.columns`.
+REQUIRED_COLUMNS: tuple[str, ...] = ("entity_id", "event_timestamp", "amount", "label")
+OPTIONAL_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "merchant",
+    "category",
+    "latitude",
+    "longitude",
+    "merchant_latitude",
+    "merchant_longitude",
+)
+CANONICAL_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "entity_id",
+    "event_timestamp",
+    "amount",
+    "merchant",
+    "category",
+    "label",
+    "latitude",
+    "longitude",
+    "merchant_latitude",
+    "merchant_longitude",
+)
+
+
+class ParamsError(ValueError):
+    """params.yaml (or an override) is missing, malformed or out of range."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Section):
+    """The event-date range `dvc repro` processes: [start, end), end exclusive (like Airflow intervals)."""
+
+    start: dt.date
+    end: dt.date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DataParams:
+        if self.end <= self.start:
+            raise ValueError(f"data.end ({self.end}) must be after data.start ({self.start})")
+        return self
+
+
+class SourceParams(_Section):
+    kind: Literal["synthetic", "csv", "parquet"] = "synthetic"
+    path: str | None = None
+    # canonical name -> column name in the user's log
+    columns: dict[str, str] = Field(default_factory=dict)
+    # strftime format of the timestamp column; None lets pandas infer ISO-8601 / common formats
+    timestamp_format: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SourceParams:
+        if self.kind != "synthetic" and not self.path:
+            raise ValueError(f"ingest.source.path is required when ingest.source.kind is {self.kind!r}")
+        unknown = set(self.columns) - set(CANONICAL_COLUMNS)
+        if unknown:
+            raise ValueError(
+                f"ingest.source.columns has unknown canonical names {sorted(unknown)}; "
+                f"expected a subset of {list(CANONICAL_COLUMNS)}"
+            )
+        if self.kind != "synthetic":
+            missing = [c for c in REQUIRED_COLUMNS if c not in self.columns]
+            if missing:
+                raise ValueError(f"ingest.source.columns must map the required columns {missing}")
+        return self
+
+
+class DriftParams(_Section):
+    """Drift mode of the synthetic generator: from `start` on, the world changes (monitoring demo)."""
+
+    enabled: bool = False
+    start: dt.date | None = None
+    amount_scale: float = 1.6
+    new_merchant_share: float = 0.3
+    new_fraud_pattern: bool = True
+
+
+class SyntheticParams(_Section):
+    seed: int = 7
+    n_entities: int = Field(1000, gt=0)
+    n_merchants: int = Field(400, gt=0)
+    txns_per_entity_per_day: float = Field(2.0, gt=0)
+    fraud_rate: float = Field(0.01, gt=0, lt=0.5)
+    # hours between an event and the arrival of its label (late labels for monitoring)
+    label_delay_hours: float = Field(48.0, ge=0)
+    drift: DriftParams = DriftParams()
+
+
+class IngestParams(_Section):
+    source: SourceParams = SourceParams()
+    synthetic: SyntheticParams = SyntheticParams()
+
+
+class ValidateParams(_Section):
+    suite: str = "expectations/transactions.json"
+    min_rows: int = Field(1, ge=0)
+    max_rows: int = Field(5_000_000, gt=0)
+    max_amount: float = Field(1_000_000.0, gt=0)
+
+
+class SparkParams(_Section):
+    master: str = "local[*]"
+    # extra spark conf, e.g. {"spark.executor.memory": "4g"}; GPU resource keys go here too
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class FeatureParams(_Section):
+    # history used for "amount relative to the entity's usual spend"; also bounds the lookback a
+    # ranged rerun needs, so one day's features can be recomputed from a bounded window
+    history_days: int = Field(30, gt=0)
+
+
+class FeatureStoreParams(_Section):
+    repo: str = "feature_repo"
+    feature_service: str = "fraud_scorer_v1"
+    # online store: "sqlite" (embedded default) or "redis"
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_connection_string: str = "127.0.0.1:6379"
+
+
+class DatasetParams(_Section):
+    valid_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+
+
+class XGBoostParams(_Section):
+    n_estimators: int = Field(300, gt=0)
+    max_depth: int = Field(6, gt=0)
+    learning_rate: float = Field(0.1, gt=0)
+    subsample: float = Field(0.9, gt=0, le=1)
+    colsample_bytree: float = Field(0.9, gt=0, le=1)
+    min_child_weight: float = Field(1.0, ge=0)
+    early_stopping_rounds: int = Field(30, gt=0)
+
+
+class MLPParams(_Section):
+    hidden: list[int] = Field(default_factory=lambda: [64, 32])
+    dropout: float = Field(0.1, ge=0, lt=1)
+    epochs: int = Field(15, gt=0)
+    batch_size: int = Field(1024, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+
+
+class TrainParams(_Section):
+    model: Literal["xgboost", "mlp"] = "xgboost"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 42
+    xgboost: XGBoostParams = XGBoostParams()
+    mlp: MLPParams = MLPParams()
+
+
+class GateParams(_Section):
+    roc_auc_min: float = Field(0.8, ge=0, le=1)
+    pr_auc_min: float = Field(0.2, ge=0, le=1)
+    recall_at_fpr_min: float = Field(0.2, ge=0, le=1)
+
+
+class EvaluateParams(_Section):
+    # recall is reported at this false-positive rate, and the decision threshold is chosen there
+    max_fpr: float = Field(0.01, gt=0, lt=1)
+    gates: GateParams = GateParams()
+
+
+class RegisterParams(_Section):
+    model_name: str = "fraud_scorer"
+
+
+class BatchPredictParams(_Section):
+    alias: str = "champion"
+    # rows per Arrow batch handed to the model inside Spark workers
+    batch_size: int = Field(10_000, gt=0)
+
+
+class MlflowParams(_Section):
+    # None -> sqlite:///<root>/mlflow.db; the MLFLOW_TRACKING_URI env var wins over both
+    tracking_uri: str | None = None
+    experiment: str = "sluice-fraud"
+
+
+class Paths:
+    """Every location the stages read or write, derived from the project root. Pure: creates nothing."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.raw = self.data / "raw"
+        self.quarantine = self.data / "quarantine"
+        self.validated = self.data / "validated"
+        self.features = self.data / "features"
+        self.feast = self.data / "feast"
+        self.dataset = self.data / "dataset"
+        self.predictions = self.data / "predictions"
+        self.prediction_log = self.data / "prediction_log"
+        self.reports = root / "reports"
+        self.models = root / "models"
+        self.mlflow_db = root / "mlflow.db"
+        self.mlflow_artifacts = root / "mlartifacts"
+
+    def partition(self, base: Path, day: dt.date) -> Path:
+        """Directory of one event-date partition under `base` (Hive style, readable by Spark)."""
+        return base / f"date={day.isoformat()}"
+
+
+class Params(_Section):
+    """All of params.yaml. `root` is not in the file: it is the directory the file lives in."""
+
+    root: Path
+    data: DataParams
+    ingest: IngestParams = IngestParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    spark: SparkParams = SparkParams()
+    features: FeatureParams = FeatureParams()
+    feature_store: FeatureStoreParams = FeatureStoreParams()
+    dataset: DatasetParams = DatasetParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    register_: RegisterParams = Field(RegisterParams(), alias="register")
+    batch_predict: BatchPredictParams = BatchPredictParams()
+    mlflow: MlflowParams = MlflowParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("root")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.resolve()
+
+    @cached_property
+    def paths(self) -> Paths:
+        return Paths(self.root)
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI: env var, else params, else an absolute SQLite file under the root."""
+        return (
+            os.environ.get("MLFLOW_TRACKING_URI")
+            or self.mlflow.tracking_uri
+            or f"sqlite:///{self.paths.mlflow_db}"
+        )
+
+    def resolve(self, relative: str | Path) -> Path:
+        """A path from params.yaml, taken relative to the project root unless absolute."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.root / p
+
+    def with_range(self, start: dt.date, end: dt.date) -> Params:
+        """A copy processing [start, end) instead of data.start/data.end (Airflow passes its interval)."""
+        return self.model_copy(update={"data": DataParams(start=start, end=end)})
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid params"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]).replace("validate_", "validate").replace("register_", "register")
+        lines.append(f"  {loc or '<top>'}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict[str, Any], root: Path, source: Path | None = None) -> Params:
+    """Validate a params mapping; errors name the file and the dotted field."""
+    try:
+        return Params.model_validate({**raw, "root": root})
+    except ValidationError as err:
+        raise ParamsError(_format_error(source or root / "params.yaml", err)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; the project root is the file's directory."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    return parse_params(raw, path.parent, source=path)

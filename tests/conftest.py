@@ -1,0 +1,70 @@
+"""Shared fixtures: one local[1] Spark session per test run, and a tiny project in tmp_path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipelines.config import Params, load_params
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# A tiny synthetic world: big enough for every stage to have frauds to learn, small enough for seconds.
+TINY_PARAMS: dict[str, Any] = {
+    "data": {"start": dt.date(2026, 1, 1), "end": dt.date(2026, 1, 15)},
+    "ingest": {
+        "synthetic": {
+            "seed": 11,
+            "n_entities": 60,
+            "n_merchants": 40,
+            "txns_per_entity_per_day": 3.0,
+            "fraud_rate": 0.03,
+        }
+    },
+    "spark": {"master": "local[1]"},
+    "train": {"xgboost": {"n_estimators": 40, "max_depth": 4}, "mlp": {"epochs": 3}},
+    # tiny data: the gates only have to be reachable, not impressive
+    "evaluate": {"max_fpr": 0.05, "gates": {"roc_auc_min": 0.6, "pr_auc_min": 0.05, "recall_at_fpr_min": 0.05}},
+}
+
+
+def make_project(root: Path, overrides: dict[str, Any] | None = None) -> Params:
+    """Lay out a project in `root` (params.yaml, expectations/, feature_repo/) and return its params."""
+    raw = _merge(TINY_PARAMS, overrides or {})
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    for sub in ("expectations", "feature_repo"):
+        src = REPO_ROOT / sub
+        if src.is_dir():
+            shutil.copytree(src, root / sub, dirs_exist_ok=True, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    return load_params(root / "params.yaml")
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Params:
+    """A fresh tiny project in tmp_path."""
+    return make_project(tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local[1] SparkSession shared by every Spark test (start-up costs ~9 s)."""
+    from pipelines.config import SparkParams
+    from pipelines.spark import get_spark
+
+    session = get_spark(SparkParams(master="local[1]"), app_name="sluice-tests")
+    yield session
+    session.stop()
