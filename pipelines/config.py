@@ -194,6 +194,54 @@ class BatchPredictParams(_Section):
     batch_size: int = Field(10_000, gt=0)
 
 
+class AirflowParams(_Section):
+    """Schedules of the Airflow DAGs in dags/; no stage reads this section (dvc.yaml lists it nowhere)."""
+
+    # first daily interval of the ingestion DAG's catchup; None = data.start
+    start_date: dt.date | None = None
+    # cron or preset ("@weekly") for the training DAG; None = manual runs and the retrain asset only
+    training_schedule: str | None = None
+    # scheduled trainings use [interval end - N days, interval end): a trailing window, never "today"
+    training_window_days: int = Field(60, gt=0)
+
+
+class ServeParams(_Section):
+    """Online serving (bentos/fraud_scorer, pipelines/serving.py). Defaults chosen by benchmarks/serving.py."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(3000, gt=0, lt=65536)
+    # BentoML worker processes; 1 per core the server may use
+    workers: int = Field(1, gt=0)
+    # adaptive batching of POST /predict. A small max_latency_ms makes BentoML's batcher shed load as 503
+    # (it drops queued requests whose projected wait exceeds it; STACK.md): keep it generous
+    max_batch_size: int = Field(64, gt=1)
+    max_latency_ms: int = Field(1000, gt=0)
+    # records per /predict_batch call (and per /predict call)
+    max_records: int = Field(1000, gt=0)
+    # prediction cache keyed by (release version, canonical request); 0 disables it
+    cache_ttl_s: float = Field(30.0, ge=0)
+    cache_size: int = Field(10_000, ge=0)
+    # how often aliases and the challenger weight are re-read from the registry (no restart needed)
+    refresh_s: float = Field(10.0, gt=0)
+    # online store: per-lookup timeout and circuit breaker (opens after N consecutive failures)
+    feature_timeout_ms: float = Field(250.0, gt=0)
+    breaker_failures: int = Field(3, gt=0)
+    breaker_reset_s: float = Field(10.0, gt=0)
+    # last-known features kept in process, per entity, for when the online store is unreachable
+    last_known_size: int = Field(100_000, ge=0)
+    # challenger scoring slower than this (or failing) -> the champion answers
+    challenger_timeout_ms: float = Field(200.0, gt=0)
+    # security: API keys come from this env var (comma-separated); unset/empty = no auth
+    api_key_env: str = "SLUICE_API_KEYS"
+    rate_limit_per_s: float = Field(2000.0, gt=0)
+    rate_limit_burst: int = Field(4000, gt=0)
+    max_request_bytes: int = Field(1_048_576, gt=0)
+    # prediction log (JSONL under data/prediction_log/): rotated by size; flushed by a background thread
+    log_enabled: bool = True
+    log_rotate_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    log_flush_s: float = Field(1.0, gt=0)
+
+
 class MlflowParams(_Section):
     # None -> sqlite:///<root>/mlflow.db; the MLFLOW_TRACKING_URI env var wins over both
     tracking_uri: str | None = None
@@ -239,7 +287,9 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     register_: RegisterParams = Field(RegisterParams(), alias="register")
     batch_predict: BatchPredictParams = BatchPredictParams()
+    serve: ServeParams = ServeParams()
     mlflow: MlflowParams = MlflowParams()
+    airflow: AirflowParams = AirflowParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
