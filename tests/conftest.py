@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # A tiny synthetic world: big enough for every stage to have frauds to learn, small enough for seconds.
 TINY_PARAMS: dict[str, Any] = {
-    "data": {"start": dt.date(2026, 1, 1), "end": dt.date(2026, 1, 15)},
+    # dates as strings: DVC refuses YAML date values in params files
+    "data": {"start": "2026-01-01", "end": "2026-01-15"},
     "ingest": {
         "synthetic": {
             "seed": 11,
@@ -30,19 +30,26 @@ TINY_PARAMS: dict[str, Any] = {
     "spark": {"master": "local[1]"},
     "train": {"xgboost": {"n_estimators": 40, "max_depth": 4}, "mlp": {"epochs": 3}},
     # tiny data: the gates only have to be reachable, not impressive
-    "evaluate": {"max_fpr": 0.05, "gates": {"roc_auc_min": 0.6, "pr_auc_min": 0.05, "recall_at_fpr_min": 0.05}},
+    "evaluate": {
+        "max_fpr": 0.05,
+        "gates": {"roc_auc_min": 0.6, "pr_auc_min": 0.05, "recall_at_fpr_min": 0.05},
+    },
 }
 
 
 def make_project(root: Path, overrides: dict[str, Any] | None = None) -> Params:
     """Lay out a project in `root` (params.yaml, expectations/, feature_repo/) and return its params."""
-    raw = _merge(TINY_PARAMS, overrides or {})
+    # start from the repo's params.yaml so every section DVC lists exists, then shrink it
+    base = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw = _merge(_merge(base, TINY_PARAMS), overrides or {})
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     for sub in ("expectations", "feature_repo"):
         src = REPO_ROOT / sub
         if src.is_dir():
-            shutil.copytree(src, root / sub, dirs_exist_ok=True, ignore=shutil.ignore_patterns("data", "__pycache__"))
+            shutil.copytree(
+                src, root / sub, dirs_exist_ok=True, ignore=shutil.ignore_patterns("data", "__pycache__")
+            )
     return load_params(root / "params.yaml")
 
 
