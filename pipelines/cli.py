@@ -46,12 +46,87 @@ def stage_main(run: StageRun, name: str) -> None:
     typer.run(command)
 
 
-app = typer.Typer(help="sluice operations: registry status, promotion, rollback, canary.", no_args_is_help=True)
+app = typer.Typer(
+    help="sluice operations: registry status, history, promotion, rollback.", no_args_is_help=True
+)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml of the project")]
 
 
-@app.callback()
-def _main() -> None:
-    """sluice operations CLI."""
+def _registry(params_path: Path) -> tuple[Any, str]:
+    from pipelines.registry import open_registry
+
+    try:
+        p = load_params(params_path)
+    except ParamsError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(code=2) from None
+    return open_registry(p), p.register_.model_name
+
+
+@app.command()
+def status(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Who is champion / challenger / previous, the canary weight and the last alias moves."""
+    reg, name = _registry(params)
+    aliases = reg.aliases(name)
+    if not aliases:
+        typer.echo(f"{name}: no registered release yet (run the pipeline: make run)")
+        return
+    for alias in ("champion", "challenger", "previous"):
+        version = aliases.get(alias)
+        line = f"{alias:<11} {'v' + version if version else '-'}"
+        if version:
+            tags = reg.get_version(name, version).tags
+            trained = f"{tags.get('train_start', '?')}..{tags.get('train_end', '?')}"
+            line += f"  threshold={tags.get('threshold', '?')}  trained {trained}"
+        typer.echo(line)
+    state = reg.get_rollout_state(name)
+    typer.echo(
+        f"canary      weight={state.challenger_weight:g}% step={state.step} decision={state.decision or '-'}"
+    )
+    for move in reg.history(name)[-5:]:
+        typer.echo(f"  {move.when} {move.who}: {move.alias} -> {move.version or '(removed)'} ({move.why})")
+
+
+@app.command()
+def history(
+    params: ParamsOpt = Path("params.yaml"),
+    alias: Annotated[str | None, typer.Option(help="only moves of this alias")] = None,
+) -> None:
+    """Every alias move with who / when / why / previous version, oldest first."""
+    reg, name = _registry(params)
+    for m in reg.history(name, alias=alias):
+        typer.echo(
+            f"#{m.seq:<4} {m.when}  {m.alias:<11} {m.previous or '-':>4} -> {m.version or '(removed)':<4} "
+            f"by {m.who}: {m.why}"
+        )
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="model version to make champion")],
+    reason: Annotated[str, typer.Option("--reason", help="why (recorded in the registry)")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Make VERSION champion now; the old champion becomes `previous` (the rollback target)."""
+    reg, name = _registry(params)
+    move = reg.promote(name, version, why=reason)
+    typer.echo(f"champion {move.previous or '-'} -> {move.version} ({reason})")
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option("--reason", help="why (recorded in the registry)")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Champion <- previous in one step; `previous` then points at the version rolled back from."""
+    reg, name = _registry(params)
+    previous = reg.alias_version(name, "previous")
+    if previous is None:
+        typer.echo(f"{name}: no `previous` alias to roll back to", err=True)
+        raise typer.Exit(code=1)
+    move = reg.promote(name, previous, why=f"rollback: {reason}")
+    typer.echo(f"champion {move.previous} -> {move.version} (rollback: {reason})")
 
 
 def main() -> None:  # pragma: no cover - console entry

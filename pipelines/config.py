@@ -214,6 +214,7 @@ class ServeParams(_Section):
     workers: int = Field(1, gt=0)
     # adaptive batching of POST /predict. A small max_latency_ms makes BentoML's batcher shed load as 503
     # (it drops queued requests whose projected wait exceeds it; STACK.md): keep it generous
+    batching: bool = True
     max_batch_size: int = Field(64, gt=1)
     max_latency_ms: int = Field(1000, gt=0)
     # records per /predict_batch call (and per /predict call)
@@ -304,12 +305,12 @@ class Params(_Section):
 
     @property
     def tracking_uri(self) -> str:
-        """MLflow tracking URI: env var, else params, else an absolute SQLite file under the root."""
-        return (
-            os.environ.get("MLFLOW_TRACKING_URI")
-            or self.mlflow.tracking_uri
-            or f"sqlite:///{self.paths.mlflow_db}"
-        )
+        """MLflow tracking URI: params (where `load_params` put MLFLOW_TRACKING_URI), else SQLite under root.
+
+        The env var is read once, at load time: `mlflow.set_tracking_uri()` writes that same env var,
+        so reading it here would let one project's URI leak into another loaded later in the process.
+        """
+        return self.mlflow.tracking_uri or f"sqlite:///{self.paths.mlflow_db}"
 
     def resolve(self, relative: str | Path) -> Path:
         """A path from params.yaml, taken relative to the project root unless absolute."""
@@ -348,4 +349,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if env_uri:  # the environment wins over params.yaml (a shared tracking server in production)
+        raw.setdefault("mlflow", {})
+        if isinstance(raw["mlflow"], dict):
+            raw["mlflow"] = {**raw["mlflow"], "tracking_uri": env_uri}
     return parse_params(raw, path.parent, source=path)

@@ -60,6 +60,12 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@pytest.fixture(autouse=True)
+def _no_global_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI; never let one test's URI reach the next."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Params:
     """A fresh tiny project in tmp_path."""
