@@ -37,3 +37,36 @@ bench: setup  ## the benchmarks (slow; not part of CI)
 
 clean:  ## remove generated data, reports, models and the local MLflow store
 	rm -rf data reports models mlflow.db mlartifacts
+
+# ---- Airflow: dags/ on a local Airflow 3 (api-server, scheduler, dag-processor, triggerer) ------------
+AIRFLOW_DIR := $(CURDIR)/airflow_home
+AIRFLOW_PORT ?= 8080
+AIRFLOW_PW := $(AIRFLOW_DIR)/simple_auth_manager_passwords.json.generated
+# SQLite + LocalExecutor by default; export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN for PostgreSQL (README)
+AIRFLOW_ENV := AIRFLOW_HOME=$(AIRFLOW_DIR) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__PARALLELISM=4 \
+	AIRFLOW__API__PORT=$(AIRFLOW_PORT) AIRFLOW__API__BASE_URL=http://localhost:$(AIRFLOW_PORT) \
+	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:$(AIRFLOW_PORT)/execution/
+
+.PHONY: airflow airflow-ui-test
+
+airflow: setup  ## local Airflow 3 on dags/ (SQLite, airflow_home/); prints URL and login
+	@mkdir -p $(AIRFLOW_DIR)
+	@echo "==> Airflow starting on http://localhost:$(AIRFLOW_PORT) (AIRFLOW_HOME=$(AIRFLOW_DIR)); Ctrl-C stops it"
+	@( for i in $$(seq 1 200); do \
+	    if $(PY) -c "import urllib.request as u; u.urlopen('http://localhost:$(AIRFLOW_PORT)/api/v2/monitor/health', timeout=2)" 2>/dev/null \
+	       && test -f $(AIRFLOW_PW); then \
+	      echo "==> Airflow UI: http://localhost:$(AIRFLOW_PORT)  user: admin  password: see $(AIRFLOW_PW) ($$(cat $(AIRFLOW_PW)))"; \
+	      break; fi; sleep 3; done ) &
+	$(AIRFLOW_ENV) $(VENV)/bin/airflow standalone
+
+airflow-ui-test: setup  ## headless Chromium drives the Airflow UI (needs chromium + playwright; not in CI)
+	$(PY) -m pytest -m ui tests/dags -p no:cacheprovider
+
+.PHONY: bento serve
+
+bento: setup  ## build the fraud_scorer Bento around the registry's champion (its version in the labels)
+	$(PY) bentos/fraud_scorer/build.py
+
+serve: setup  ## serve the registry's champion (+ challenger) on serve.host:serve.port (127.0.0.1:3000)
+	SLUICE_PARAMS=$${SLUICE_PARAMS:-$(CURDIR)/params.yaml} $(VENV)/bin/bentoml serve service:FraudScorer --working-dir bentos/fraud_scorer

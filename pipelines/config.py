@@ -325,7 +325,11 @@ class Params(_Section):
 def _format_error(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: invalid params"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]).replace("validate_", "validate").replace("register_", "register")
+        loc = (
+            ".".join(str(p) for p in e["loc"])
+            .replace("validate_", "validate")
+            .replace("register_", "register")
+        )
         lines.append(f"  {loc or '<top>'}: {e['msg']} (got {e.get('input')!r})")
     return "\n".join(lines)
 

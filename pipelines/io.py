@@ -81,7 +81,9 @@ def write_partition(df: pd.DataFrame, base: Path, day: dt.date) -> Path:
     return dest
 
 
-def read_partitions(base: Path, start: dt.date, end: dt.date, columns: list[str] | None = None) -> pd.DataFrame:
+def read_partitions(
+    base: Path, start: dt.date, end: dt.date, columns: list[str] | None = None
+) -> pd.DataFrame:
     """Concatenate the partitions of [start, end) under `base` (empty frame when there are none)."""
     parts = existing_partitions(base, start, end)
     if not parts:

@@ -34,9 +34,11 @@ def summarize(params_path: Path = Path("params.yaml")) -> str:
     lines.append(f"  predictions       {n_parts} date partitions in {paths.predictions}")
     quarantined = sorted(p.name for p in paths.quarantine.glob("date=*")) if paths.quarantine.is_dir() else []
     if quarantined:
-        lines.append(f"  QUARANTINED       {', '.join(quarantined)}  (see data/quarantine/*/validation_result.json)")
+        lines.append(
+            f"  QUARANTINED       {', '.join(quarantined)}  (see data/quarantine/*/validation_result.json)"
+        )
     lines.append(f"  data docs         {paths.reports / 'validation' / 'index.html'}")
-    lines.append(f"  plots             dvc plots show   (reports/plots/*.csv)")
+    lines.append("  plots             dvc plots show   (reports/plots/*.csv)")
     lines.append(
         f"  MLflow UI         .venv/bin/mlflow ui --backend-store-uri {params.tracking_uri} "
         "--port 5000  -> http://127.0.0.1:5000"
