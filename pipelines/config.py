@@ -121,10 +121,21 @@ class ValidateParams(_Section):
     max_amount: float = Field(1_000_000.0, gt=0)
 
 
+class SparkGpuParams(_Section):
+    """Spark GPU resources (pipelines.spark.gpu_conf), applied only when batch_predict.device asks for one."""
+
+    # GPUs per executor and per task (a fraction lets tasks share one: 0.25 = 4 concurrent tasks per GPU)
+    executor_amount: int = Field(1, gt=0)
+    task_amount: float = Field(1.0, gt=0)
+    # executor discovery script, run on each executor host; None = pipelines/gpu_discovery.sh (nvidia-smi)
+    discovery_script: str | None = None
+
+
 class SparkParams(_Section):
     master: str = "local[*]"
-    # extra spark conf, e.g. {"spark.executor.memory": "4g"}; GPU resource keys go here too
+    # extra spark conf, e.g. {"spark.executor.memory": "4g"}; wins over the GPU keys gpu_conf() derives
     conf: dict[str, str] = Field(default_factory=dict)
+    gpu: SparkGpuParams = SparkGpuParams()
 
 
 class FeatureParams(_Section):
@@ -193,6 +204,11 @@ class BatchPredictParams(_Section):
     # rows per Arrow batch handed to the model inside Spark workers (benchmarks/batch_inference.py:
     # 50k cuts per-call overhead ~15% against 10k; larger gains nothing)
     batch_size: int = Field(50_000, gt=0)
+    # model device in the Spark Python workers: cpu (default, the tested path) | auto (GPU when the worker
+    # has one) | cuda (require it; on a cluster also sets spark.*.resource.gpu.* from spark.gpu)
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    # rows per model call when a GPU is used (larger batches keep it busy); None = batch_size
+    gpu_batch_size: int | None = Field(262_144, gt=0)
 
 
 class AirflowParams(_Section):
@@ -244,6 +260,57 @@ class ServeParams(_Section):
     log_flush_s: float = Field(1.0, gt=0)
 
 
+class MonitorParams(_Section):
+    """Monitoring (pipelines/monitor.py, dags/monitoring.py): drift methods/thresholds, live-quality gates,
+    retrain decision and its cooldown."""
+
+    # cron or preset of the monitoring DAG (read by dags/ only)
+    schedule: str = "@daily"
+    # live metrics join predictions of the N days before the window end with the labels arrived by then
+    metrics_window_days: int = Field(14, gt=0)
+    # hours until a label arrives; None = ingest.synthetic.label_delay_hours
+    label_delay_hours: float | None = Field(None, ge=0)
+    # reference/current are sampled down to this many rows each (seeded) to bound the drift report's time
+    max_rows: int = Field(100_000, gt=0)
+    seed: int = 0
+    # Evidently's own rule: statistical tests on small samples, distances on large ones (p-values of
+    # KS/chi2 flag negligible shifts once samples reach thousands of rows)
+    large_sample_rows: int = Field(1000, gt=0)
+    num_method_small: str = "ks"
+    num_method_large: str = "wasserstein"
+    cat_method_small: str = "chisquare"
+    cat_method_large: str = "jensenshannon"
+    # per method: p-value below it (ks, chisquare, ...) or distance at/above it (wasserstein, psi, ...)
+    thresholds: dict[str, float] = Field(
+        default_factory=lambda: {
+            "ks": 0.05,
+            "chisquare": 0.05,
+            "z": 0.05,
+            "wasserstein": 0.1,
+            "jensenshannon": 0.1,
+            "psi": 0.1,
+        }
+    )
+    # model inputs left out of drift: day_of_week of a one-day window always "drifts" from a training window
+    exclude_features: list[str] = Field(default_factory=lambda: ["day_of_week"])
+    # dataset drift = share of drifted features at or above this
+    drift_share: float = Field(0.3, gt=0, le=1)
+    retrain_on_prediction_drift: bool = True
+    # data-quality checks against the reference
+    max_missing_increase: float = Field(0.1, ge=0, le=1)
+    max_out_of_range_share: float = Field(0.05, ge=0, le=1)
+    # live quality gates, checked only with enough arrived labels
+    min_labels: int = Field(200, gt=0)
+    min_positives: int = Field(5, gt=0)
+    pr_auc_min: float = Field(0.2, ge=0, le=1)
+    recall_min: float = Field(0.2, ge=0, le=1)
+    calibration_bins: int = Field(10, gt=1)
+    # at most one retrain per cooldown (data time of the monitored window's end)
+    cooldown_days: float = Field(7.0, ge=0)
+    # a retrain trains on the N days before the monitored window's end
+    retrain_window_days: int = Field(60, gt=0)
+
+
 class MlflowParams(_Section):
     # None -> sqlite:///<root>/mlflow.db; the MLFLOW_TRACKING_URI env var wins over both
     tracking_uri: str | None = None
@@ -292,6 +359,7 @@ class Params(_Section):
     serve: ServeParams = ServeParams()
     mlflow: MlflowParams = MlflowParams()
     airflow: AirflowParams = AirflowParams()
+    monitor: MonitorParams = MonitorParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

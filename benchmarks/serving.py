@@ -1,0 +1,465 @@
+"""Online serving throughput/latency: our BentoML service vs batching off vs a plain sync FastAPI app.
+
+    .venv/bin/python benchmarks/serving.py [--project DIR] [--duration 20] [--clients 1,16,64]
+                                           [--no-mlp] [--profile] [--out reports/bench_serving.json]
+
+Without --project, a tiny world is built in a temp dir by the real stages (tests/serving_world.py:
+ingest -> features -> Feast SQLite online store -> two XGBoost releases + one PyTorch MLP registered).
+Every server runs in its own process pinned to core 0 (`taskset -c 0`, one worker); the load generator
+(wrk, one thread, a Lua script POSTing one record per request, entity and amount varying per request so
+the prediction cache rarely hits) runs pinned to core 1. Non-2xx answers count as failures, never as
+throughput. All servers score the same champion with the same Feast lookup; configurations:
+
+- fastapi:        benchmarks/serving_baseline.py (sync def endpoint, one request per call)
+- bento-nobatch:  the service with serve.batching false (everything else on)
+- bento:          the service as shipped (adaptive batching, cache, prediction log, metrics)
+- *-mlp:          the last two with the PyTorch MLP release as champion
+
+Prints a table and the ratios the serving issue asks for; writes them as JSON (--out). --profile
+samples the batched server with py-spy during its 64-client run (py-spy from $PY_SPY or PATH) and prints
+where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script: `tests.serving_world` and `pipelines` from the repo
+
+SERVER_CORE = "0"
+CLIENT_CORE = "1"
+# serving knobs of the benchmarked service: the shipped defaults, minus auth and the rate limit
+BENCH_SERVE: dict[str, Any] = {"rate_limit_per_s": 1e9, "rate_limit_burst": 1_000_000_000}
+
+LUA = r"""
+local entities = {%(entities)s}
+local n = 0
+local fmt = '{"records":[{"entity_id":"%%s","amount":%%.2f,"timestamp":"2026-01-07T%%02d:%%02d:%%02dZ",' ..
+  '"merchant":"merchant_05","category":"shopping_net","latitude":36.46,"longitude":-99.43,' ..
+  '"merchant_latitude":36.9,"merchant_longitude":-98.7}]}'
+request = function()
+  n = n + 1
+  local e = entities[(n %% #entities) + 1]
+  local amount = 5 + (n * 7919) %% 900 + (n %% 97) / 100
+  local hh, mm, ss = math.floor(n / 3600) %% 24, math.floor(n / 60) %% 60, n %% 60
+  local body = string.format(fmt, e, amount, hh, mm, ss)
+  return wrk.format("POST", "/predict", {["Content-Type"] = "application/json"}, body)
+end
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except Exception as err:  # not up yet
+        return getattr(err, "code", 0) or 0, ""
+
+
+class Server:
+    """One server process pinned to SERVER_CORE."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.cmd, self.env, self.log = name, cmd, env, log
+        self.port = int(cmd[cmd.index("--port") + 1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Server:
+        self.fh = self.log.open("w")
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, *self.cmd],
+            cwd=REPO,
+            env=self.env,
+            stdout=self.fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit(f"{self.name} died at start-up:\n{self.log.read_text()[-4000:]}")
+            if _get(f"{self.url}/readyz", 2)[0] == 200:
+                return self
+            time.sleep(0.5)
+        sys.exit(f"{self.name} not ready in 240 s:\n{self.log.read_text()[-4000:]}")
+
+    def worker_pids(self) -> list[int]:
+        """The service worker processes: descendants of the server whose command runs the BentoML worker."""
+        assert self.proc is not None
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            for child in children.get(pid, []):
+                todo.append(child)
+                try:
+                    cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"_bentoml_impl.worker.service" in cmd:
+                    found.append(child)
+        return found
+
+    def __exit__(self, *_: Any) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.fh.close()
+
+
+def wrk(url: str, clients: int, duration: int, script: Path) -> dict[str, Any]:
+    """One wrk run; req/s counts 2xx answers only."""
+    cmd = [
+        "taskset",
+        "-c",
+        CLIENT_CORE,
+        "wrk",
+        "-t1",
+        f"-c{clients}",
+        f"-d{duration}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    total = int(re.search(r"(\d+) requests in ([\d.]+)(\w+)", out).group(1))  # type: ignore[union-attr]
+    secs_m = re.search(r"requests in ([\d.]+)(ms|s|m)", out)
+    assert secs_m is not None
+    secs = float(secs_m.group(1)) * {"ms": 1e-3, "s": 1.0, "m": 60.0}[secs_m.group(2)]
+    non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = sum(int(x) for x in sock.groups()) if sock else 0
+
+    def pct(p: str) -> float | None:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)] if m else None
+
+    return {
+        "clients": clients,
+        "requests": total,
+        "ok_rps": round((total - non2xx) / secs, 1),
+        "failed": non2xx + errors,
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+    }
+
+
+def batch_hist(url: str) -> dict[str, float]:
+    """Cumulative sluice_batch_size buckets of /metrics (endpoint=predict)."""
+    _, text = _get(f"{url}/metrics", 10)
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = re.match(r'sluice_batch_size_bucket\{endpoint="predict",le="([^"]+)"\} ([\d.e+]+)', line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def counter_sum(url: str, name: str, **labels: str) -> float:
+    """Sum of a counter's samples on /metrics whose labels include `labels`."""
+    _, text = _get(f"{url}/metrics", 10)
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def hist_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
+    """Per-bucket counts (not cumulative) of the calls between two scrapes: {"<=1": n, "<=2": n, ...}."""
+    out, prev = {}, 0.0
+    for le in sorted(after, key=lambda x: float("inf") if x == "+Inf" else float(x)):
+        cum = after[le] - before.get(le, 0.0)
+        out[f"<={le}"] = int(cum - prev)
+        prev = cum
+    return {k: v for k, v in out.items() if v}
+
+
+def write_variant(project: Path, name: str, serve: dict[str, Any]) -> Path:
+    """params.<name>.yaml beside the project's params.yaml (same root) with a serve section override."""
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["serve"] = {**BENCH_SERVE, **serve}
+    path = project / f"params.{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def set_champion(project: Path, version: str) -> None:
+    from pipelines.config import load_params
+    from pipelines.registry import open_registry
+
+    params = load_params(project / "params.yaml")
+    reg = open_registry(params)
+    reg.move_alias(params.register_.model_name, "champion", version, who="benchmark", why="serving benchmark")
+    reg.set_rollout_state(params.register_.model_name, challenger_weight=0, who="benchmark")
+
+
+def profile(pid: int, seconds: int, out: Path) -> list[tuple[str, float]]:
+    """py-spy samples of `pid` for `seconds`: the top frames by own (leaf) share and by inclusive share."""
+    spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    if not spy:
+        print("  (py-spy not found: set PY_SPY or install it; skipping the profile)")
+        return []
+    raw = out.with_suffix(".txt")
+    subprocess.run(
+        [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(seconds),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            str(raw),
+            "--nonblocking",
+        ],
+        capture_output=True,
+        check=False,
+    )
+    if not raw.exists():
+        return []
+    leaf: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        count = int(n)
+        total += count
+        frames = stack.split(";")
+        leaf[_area(frames[-1])] += count
+        for area in {_area(f) for f in frames}:
+            incl[area] += count
+    summary = [(k, round(100 * v / total, 1)) for k, v in incl.most_common(25)]
+    out.write_text(
+        json.dumps({"inclusive_pct": summary, "leaf_pct": leaf.most_common(25), "samples": total}, indent=1)
+    )
+    return summary
+
+
+def _area(frame: str) -> str:
+    """A frame 'func (path/to/module.py:line)' -> 'package:func' (coarse enough to add up)."""
+    m = re.match(r"(.+?) \((.+?):\d+\)", frame)
+    if not m:
+        return frame
+    func, path = m.groups()
+    parts = Path(path).parts
+    if "site-packages" in parts:
+        pkg = parts[parts.index("site-packages") + 1]
+    elif "pipelines" in parts:
+        pkg = "pipelines." + Path(path).stem
+    else:
+        pkg = Path(path).stem
+    return f"{pkg}:{func}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--project", type=Path, help="an existing served project (params.yaml, registry, Feast)")
+    ap.add_argument("--duration", type=int, default=20)
+    ap.add_argument("--clients", default="1,16,64")
+    ap.add_argument("--no-mlp", action="store_true", help="skip the PyTorch MLP runs")
+    ap.add_argument("--mlp", help="with --project: the registered version of a PyTorch MLP release")
+    ap.add_argument("--profile", action="store_true", help="py-spy the batched server at 64 clients")
+    ap.add_argument("--out", type=Path, default=REPO / "reports" / "bench_serving.json")
+    args = ap.parse_args(argv)
+    if not shutil.which("wrk") or not shutil.which("taskset"):
+        sys.exit("needs wrk and taskset (Debian: apt-get install -y wrk util-linux)")
+    clients = [int(c) for c in args.clients.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="sluice-bench-serving-"))
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+    if args.project is None:
+        from tests.serving_world import _build
+
+        print("building a tiny served world (real stages; ~1-2 min) ...", flush=True)
+        world = _build(tmp, use_redis=False, mlp=not args.no_mlp)
+        project, champion, mlp = world.params_path.parent, world.champion, world.mlp
+    else:
+        from pipelines.config import load_params
+        from pipelines.registry import open_registry
+
+        project = args.project.resolve()
+        p = load_params(project / "params.yaml")
+        mv = open_registry(p).get_version_by_alias(p.register_.model_name, "champion")
+        assert mv is not None, "the project has no champion"
+        champion, mlp = str(mv.version), (None if args.no_mlp else args.mlp)
+    set_champion(project, champion)
+
+    import pandas as pd
+
+    entities = sorted(pd.read_parquet(project / "data" / "raw")["entity_id"].astype(str).unique())[:500]
+    script = tmp / "post.lua"
+    script.write_text(LUA % {"entities": ",".join(f'"{e}"' for e in entities)})
+
+    py = sys.executable
+    base_env = {
+        **os.environ,
+        "BENTOML_HOME": str(tmp / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "PYTHONPATH": str(REPO),
+    }
+
+    def bento(name: str, serve: dict[str, Any]) -> Server:
+        env = {**base_env, "SLUICE_PARAMS": str(write_variant(project, name, serve))}
+        cmd = [
+            py,
+            "-m",
+            "bentoml",
+            "serve",
+            "service:FraudScorer",
+            "--working-dir",
+            str(REPO / "bentos" / "fraud_scorer"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(_free_port()),
+        ]
+        return Server(name, cmd, env, tmp / f"{name}.log")
+
+    def fastapi(name: str) -> Server:
+        env = {**base_env, "SLUICE_PARAMS": str(write_variant(project, name, {}))}
+        cmd = [
+            py,
+            "-m",
+            "uvicorn",
+            "benchmarks.serving_baseline:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(_free_port()),
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+        return Server(name, cmd, env, tmp / f"{name}.log")
+
+    plan: list[tuple[str, Any, str | None]] = [
+        ("fastapi", lambda: fastapi("fastapi"), champion),
+        ("bento-nobatch", lambda: bento("bento-nobatch", {"batching": False}), champion),
+        ("bento", lambda: bento("bento", {}), champion),
+    ]
+    if mlp:
+        plan += [
+            ("fastapi-mlp", lambda: fastapi("fastapi-mlp"), mlp),
+            ("bento-nobatch-mlp", lambda: bento("bento-nobatch-mlp", {"batching": False}), mlp),
+            ("bento-mlp", lambda: bento("bento-mlp", {}), mlp),
+        ]
+
+    results: dict[str, Any] = {"runs": {}, "duration_s": args.duration, "machine_cores": os.cpu_count()}
+    for name, make, version in plan:
+        set_champion(project, version)  # type: ignore[arg-type]
+        with make() as server:
+            wrk(f"{server.url}", 8, 3, script)  # warm-up: first batches, JIT-ish allocations
+            runs = []
+            for c in clients:
+                before = batch_hist(server.url) if name.startswith("bento") else {}
+                fb0 = counter_sum(server.url, "sluice_feature_fallbacks_total")
+                hit0 = counter_sum(server.url, "sluice_cache_hits_total")
+                prof = None
+                if args.profile and name == "bento" and c == max(clients):
+                    import threading
+
+                    # the service worker: the newest process of the server's session
+                    worker = max(server.worker_pids())
+                    holder: dict[str, Any] = {}
+                    seconds = max(5, args.duration - 4)
+                    t = threading.Thread(
+                        target=lambda: holder.update(top=profile(worker, seconds, tmp / "profile.json"))  # noqa: B023
+                    )
+                    t.start()
+                    r = wrk(server.url, c, args.duration, script)
+                    t.join()
+                    prof = holder.get("top")
+                else:
+                    r = wrk(server.url, c, args.duration, script)
+                if name.startswith("bento"):
+                    r["batch_size_hist"] = hist_delta(before, batch_hist(server.url))
+                    # answers without fresh features (lookups over serve.feature_timeout_ms), cache hits
+                    r["feature_fallbacks"] = int(
+                        counter_sum(server.url, "sluice_feature_fallbacks_total") - fb0
+                    )
+                    r["cache_hits"] = int(counter_sum(server.url, "sluice_cache_hits_total") - hit0)
+                if prof:
+                    r["profile_inclusive_pct"] = prof
+                runs.append(r)
+                print(
+                    f"{name:18s} c={c:3d}  {r['ok_rps']:8.1f} req/s  failed={r['failed']:6d}  "
+                    f"p50={r['p50_ms']} ms  p99={r['p99_ms']} ms  "
+                    f"fallbacks={r.get('feature_fallbacks', '-')}  {r.get('batch_size_hist', '')}",
+                    flush=True,
+                )
+            results["runs"][name] = runs
+    set_champion(project, champion)
+
+    def rps(name: str, c: int) -> float:
+        return next(r["ok_rps"] for r in results["runs"][name] if r["clients"] == c)
+
+    top = max(clients)
+    ratios = {
+        f"bento/bento-nobatch@{top} (xgboost, target >= 1.5)": rps("bento", top) / rps("bento-nobatch", top),
+        f"bento/fastapi@{top} (xgboost, target >= 1.0)": rps("bento", top) / rps("fastapi", top),
+    }
+    if mlp:
+        ratios[f"bento-mlp/bento-nobatch-mlp@{top} (mlp cpu, target >= 1.4)"] = rps("bento-mlp", top) / rps(
+            "bento-nobatch-mlp", top
+        )
+        ratios[f"bento-mlp/fastapi-mlp@{top} (mlp cpu)"] = rps("bento-mlp", top) / rps("fastapi-mlp", top)
+    results["ratios"] = {k: round(v, 2) for k, v in ratios.items()}
+    print("\nratios (same machine, same run):")
+    for k, v in results["ratios"].items():
+        print(f"  {k}: {v}")
+    if args.profile and results["runs"]["bento"][-1].get("profile_inclusive_pct"):
+        print("\nprofile of the batched service at 64 clients (inclusive % of samples):")
+        for area, pct in results["runs"]["bento"][-1]["profile_inclusive_pct"]:
+            print(f"  {pct:5.1f}%  {area}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
