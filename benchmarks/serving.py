@@ -1,6 +1,6 @@
 """Online serving throughput/latency: our BentoML service vs batching off vs a plain sync FastAPI app.
 
-    .venv/bin/python benchmarks/serving.py [--project DIR] [--duration 20] [--clients 1,16,64]
+    .venv/bin/python -m benchmarks.serving [--project DIR] [--duration 20] [--clients 1,16,64]
                                            [--no-mlp] [--profile] [--out reports/bench_serving.json]
 
 Without --project, a tiny world is built in a temp dir by the real stages (tests/serving_world.py:
@@ -40,7 +40,6 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script: `tests.serving_world` and `pipelines` from the repo
 
 SERVER_CORE = "0"
 CLIENT_CORE = "1"

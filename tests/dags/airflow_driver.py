@@ -29,8 +29,8 @@ HEAVY = ("pyspark", "feast", "great_expectations", "mlflow", "torch", "xgboost",
 def _dagbag(dags: Path) -> tuple[Any, float]:
     from airflow.dag_processing.dagbag import DagBag
 
-    # the dag-processor puts the bundle (dags/) on sys.path; so must we for `import _common`
-    sys.path.insert(0, str(dags))
+    # the dag-processor puts the bundle (dags/) on sys.path for `import _common`; run_driver does the
+    # same through PYTHONPATH
     t0 = time.perf_counter()
     bag = DagBag(dag_folder=str(dags))
     return bag, time.perf_counter() - t0

@@ -75,6 +75,8 @@ def run_driver(
     spec_path, out_path = workdir / f"{mode}-spec.json", workdir / f"{mode}-out.json"
     spec_path.write_text(json.dumps({"dags": str(DAGS), **spec}))
     out_path.unlink(missing_ok=True)
+    # like the dag-processor, make dags/ importable (`import _common`)
+    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(DAGS), env.get("PYTHONPATH")]))}
     proc = subprocess.run(
         [sys.executable, str(DRIVER), mode, str(spec_path), str(out_path)],
         env=env,
