@@ -311,6 +311,57 @@ class MonitorParams(_Section):
     retrain_window_days: int = Field(60, gt=0)
 
 
+class GuardrailParams(_Section):
+    """Live guardrails of a canary step (pipelines/rollout.py); any breach rolls the challenger back."""
+
+    # challenger-routed requests that failed (answered by the champion's fallback) / all routed to it
+    max_error_rate: float = Field(0.02, ge=0, le=1)
+    # challenger error rate above N x the champion's (only when the champion has errors at all)
+    max_error_ratio_vs_champion: float | None = Field(2.0, gt=0)
+    # p99 latency of challenger-routed requests, milliseconds
+    p99_budget_ms: float = Field(250.0, gt=0)
+    # challenger p99 above N x the champion's p99 in the same window (null = off)
+    max_p99_ratio_vs_champion: float | None = Field(None, gt=0)
+    # PSI of challenger scores vs champion scores in the same window (null = off)
+    max_psi: float | None = Field(0.25, gt=0)
+
+
+class ChampionGateParams(_Section):
+    """Offline gate: challenger vs champion on the same test window (pipelines/champion_gate.py)."""
+
+    metric: Literal["roc_auc", "pr_auc", "recall_at_fpr"] = "pr_auc"
+    # the challenger must beat the champion by at least this much ...
+    margin: float = Field(0.0, ge=0)
+    # ... or, for a change marked as a refresh, not be worse by more than this
+    refresh_tolerance: float = Field(0.01, ge=0)
+    # behavioural tests: |score change| allowed by invariance (merchant name case)
+    invariance_tolerance: float = Field(1e-6, ge=0)
+
+
+class RolloutParams(_Section):
+    """Canary rollout (pipelines/rollout.py, dags/canary_rollout.py, `sluice canary`)."""
+
+    # challenger traffic weights (percent) the canary ramps through; the last must be 100
+    steps: list[float] = Field(default_factory=lambda: [5.0, 20.0, 50.0, 100.0])
+    # healthy time at a step before advancing (minutes in production, seconds in tests)
+    hold_s: float = Field(600.0, ge=0)
+    # challenger-routed requests in a step before any decision (no decision on 3 requests)
+    min_requests: int = Field(200, gt=0)
+    # a step still short of min_requests after this long rolls back (not enough traffic to judge)
+    max_wait_s: float = Field(3600.0, gt=0)
+    # how often the live figures are re-read during a step
+    poll_s: float = Field(10.0, gt=0)
+    guardrails: GuardrailParams = GuardrailParams()
+    gate: ChampionGateParams = ChampionGateParams()
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < w <= 100 for w in v) or v != sorted(set(v)) or v[-1] != 100:
+            raise ValueError(f"rollout.steps must be increasing percents in (0, 100] ending at 100, got {v}")
+        return v
+
+
 class MlflowParams(_Section):
     # None -> sqlite:///<root>/mlflow.db; the MLFLOW_TRACKING_URI env var wins over both
     tracking_uri: str | None = None
@@ -360,6 +411,7 @@ class Params(_Section):
     mlflow: MlflowParams = MlflowParams()
     airflow: AirflowParams = AirflowParams()
     monitor: MonitorParams = MonitorParams()
+    rollout: RolloutParams = RolloutParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -1,0 +1,193 @@
+"""Unit tests of the monitoring cores: drift both ways, late-label join, live metrics, cooldown."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score, precision_score, recall_score
+
+from pipelines import monitor
+from pipelines.config import MonitorParams
+from pipelines.errors import StageError
+
+pytestmark = pytest.mark.unit
+
+CFG = MonitorParams()
+
+
+def _frame(seed: int, n: int, shift: float = 0.0, new_cat_share: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    cats = np.array(["grocery", "travel", "fuel"])
+    cat = rng.choice(cats, size=n, p=[0.5, 0.3, 0.2]).astype(object)
+    cat[rng.random(n) < new_cat_share] = "digital_goods"
+    return pd.DataFrame(
+        {
+            "amount": rng.lognormal(3.0 + shift, 0.8, size=n),
+            "hour": rng.integers(0, 24, size=n).astype(float),
+            "txn_count_24h": rng.poisson(2.0 + 4 * shift, size=n).astype(float),
+            "category": cat,
+        }
+    )
+
+
+@pytest.mark.parametrize("n", [400, 3000], ids=["small-ks", "large-wasserstein"])
+def test_drift_detected_on_shifted_sample_and_not_on_same_distribution(n: int) -> None:
+    ref = _frame(1, n)
+    same = _frame(2, n)
+    shifted = _frame(3, n, shift=0.7, new_cat_share=0.4)
+
+    _, cols_same = monitor.drift_report(ref, same, CFG)
+    s_same = monitor.drift_summary(cols_same, CFG)
+    assert s_same["n_drifted"] == 0, cols_same
+    assert not s_same["dataset_drift"]
+
+    _, cols_shift = monitor.drift_report(ref, shifted, CFG)
+    s_shift = monitor.drift_summary(cols_shift, CFG)
+    assert set(s_shift["drifted_features"]) >= {"amount", "txn_count_24h", "category"}
+    assert "hour" not in s_shift["drifted_features"]  # an untouched column stays quiet
+    assert s_shift["dataset_drift"]
+    expected = ("ks", "chisquare") if n < CFG.large_sample_rows else ("wasserstein", "jensenshannon")
+    assert cols_shift["amount"]["method"] == expected[0]
+    assert cols_shift["category"]["method"] == expected[1]
+
+
+def test_prediction_drift_is_reported_apart_from_feature_drift() -> None:
+    ref, cur = _frame(1, 400), _frame(2, 400)
+    rng = np.random.default_rng(5)
+    ref["score"] = rng.beta(1, 20, size=400)
+    cur["score"] = rng.beta(4, 6, size=400)
+    _, cols = monitor.drift_report(ref, cur, CFG)
+    s = monitor.drift_summary(cols, CFG)
+    assert s["prediction_drift"] and "score" not in s["features"]
+    assert s["n_drifted"] == 0
+
+
+def test_methods_need_a_threshold() -> None:
+    cfg = MonitorParams(num_method_small="psi", thresholds={"chisquare": 0.05})
+    with pytest.raises(StageError, match="psi"):
+        monitor.choose_methods(_frame(1, 10), _frame(2, 10), cfg)
+
+
+def test_quality_checks_flag_missing_and_out_of_range() -> None:
+    ref = _frame(1, 500)
+    cur = _frame(2, 500)
+    cur.loc[:200, "hour"] = np.nan
+    cur.loc[:100, "amount"] = 1e9
+    checks = monitor.quality_checks(ref, cur, CFG)
+    assert checks["hour"]["alert"] and checks["amount"]["alert"]
+    assert not checks["txn_count_24h"]["alert"]
+
+
+def _preds_and_events(seed: int = 0, n: int = 400) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    ts = t0 + pd.to_timedelta(rng.uniform(0, 10 * 86400, size=n), unit="s")
+    label = (rng.random(n) < 0.15).astype(np.int64)
+    score = np.clip(0.5 * label + rng.uniform(0, 0.6, size=n), 0, 1)
+    events = pd.DataFrame({"event_id": [f"e{i}" for i in range(n)], "event_timestamp": ts, "label": label})
+    preds = pd.DataFrame(
+        {
+            "event_id": events["event_id"],
+            "score": score,
+            "decision": (score >= 0.5).astype(int),
+            "model_version": np.where(rng.random(n) < 0.8, "1", "2"),
+            "arm": "",
+        }
+    )
+    preds["arm"] = np.where(preds["model_version"] == "1", "champion", "challenger")
+    return preds, events
+
+
+def test_only_arrived_labels_count() -> None:
+    _, events = _preds_and_events()
+    as_of = dt.datetime(2026, 1, 8, tzinfo=dt.UTC)
+    got = monitor.arrived_labels(events, as_of, delay_hours=48)
+    cutoff = pd.Timestamp(as_of) - pd.Timedelta(hours=48)
+    expected = set(events.loc[events["event_timestamp"] <= cutoff, "event_id"])
+    assert set(got["event_id"]) == expected and 0 < len(expected) < len(events)
+
+
+def test_live_metrics_equal_metrics_on_the_joined_frame() -> None:
+    preds, events = _preds_and_events()
+    as_of = dt.datetime(2026, 1, 10, tzinfo=dt.UTC)
+    joined = monitor.join_labels(preds, monitor.arrived_labels(events, as_of, 24))
+    live = monitor.live_metrics(joined, bins=10)
+    for row in live["by_version_arm"]:
+        f = joined[(joined["model_version"] == row["model_version"]) & (joined["arm"] == row["arm"])]
+        assert row["n"] == len(f) and row["positives"] == int(f["label"].sum())
+        assert row["precision"] == pytest.approx(precision_score(f["label"], f["decision"]))
+        assert row["recall"] == pytest.approx(recall_score(f["label"], f["decision"]))
+        assert row["pr_auc"] == pytest.approx(average_precision_score(f["label"], f["score"]))
+        assert sum(b["n"] for b in row["calibration"]) == len(f)
+    assert {r["arm"] for r in live["by_version_arm"]} == {"champion", "challenger"}
+    assert live["overall"]["n"] == len(joined)
+    # direct join by hand: same rows
+    arrived = events[events["event_timestamp"] + pd.Timedelta(hours=24) <= pd.Timestamp(as_of)]
+    assert len(joined) == len(preds.merge(arrived[["event_id", "label"]], on="event_id"))
+
+
+def test_join_rejects_duplicate_labels() -> None:
+    preds, events = _preds_and_events(n=10)
+    labels = pd.concat([events[["event_id", "label"]]] * 2)
+    with pytest.raises(pd.errors.MergeError):
+        monitor.join_labels(preds, labels)
+
+
+def test_cooldown_prevents_a_second_retrain() -> None:
+    drift = {"dataset_drift": True, "n_drifted": 5, "n_features": 10, "drift_share": 0.5}
+    live = {"overall": None}
+    cfg = MonitorParams(cooldown_days=7, retrain_window_days=30)
+    first = monitor.decide_retrain(drift, live, dt.date(2026, 2, 10), None, cfg)
+    assert first.retrain and first.window_start == "2026-01-11" and first.window_end == "2026-02-10"
+    again = monitor.decide_retrain(drift, live, dt.date(2026, 2, 12), dt.date(2026, 2, 10), cfg)
+    assert again.triggered and not again.retrain and again.suppressed_by_cooldown
+    later = monitor.decide_retrain(drift, live, dt.date(2026, 2, 17), dt.date(2026, 2, 10), cfg)
+    assert later.retrain
+    calm = monitor.decide_retrain({"dataset_drift": False}, live, dt.date(2026, 3, 1), None, cfg)
+    assert not calm.triggered and not calm.retrain
+
+
+def test_live_quality_gate_needs_enough_labels() -> None:
+    bad = {"n": 500, "positives": 20, "pr_auc": 0.05, "recall": 0.5}
+    cfg = MonitorParams(min_labels=200, pr_auc_min=0.2)
+    d = monitor.decide_retrain({"dataset_drift": False}, {"overall": bad}, dt.date(2026, 2, 1), None, cfg)
+    assert d.retrain and "pr_auc" in d.reasons[0]
+    few = {**bad, "n": 50}
+    d = monitor.decide_retrain({"dataset_drift": False}, {"overall": few}, dt.date(2026, 2, 1), None, cfg)
+    assert not d.triggered
+
+
+def test_features_asof_takes_the_state_before_the_event() -> None:
+    t = pd.Timestamp("2026-01-05 10:00", tz="UTC")
+    events = pd.DataFrame(
+        {"event_id": ["a", "b"], "entity_id": ["u1", "u1"], "event_timestamp": [t, t + pd.Timedelta(hours=1)]}
+    )
+    feats = pd.DataFrame(
+        {
+            "entity_id": ["u1", "u1"],
+            "event_timestamp": [t, t + pd.Timedelta(hours=1)],
+            "txn_count_24h": [1, 2],
+        }
+    )
+    out = monitor.features_asof(events, feats, history_days=30)
+    assert out["event_id"].tolist() == ["a", "b"]
+    assert np.isnan(out.loc[0, "txn_count_24h"]) and out.loc[1, "txn_count_24h"] == 1
+
+
+def test_retrain_extra_only_when_retraining() -> None:
+    yes = {
+        "retrain": True,
+        "retrain_window": ["2026-01-01", "2026-03-01"],
+        "reasons": ["x"],
+        "date": "2026-02-28",
+    }
+    assert monitor.retrain_extra(yes) == {
+        "start": "2026-01-01",
+        "end": "2026-03-01",
+        "reasons": ["x"],
+        "monitored": "2026-02-28",
+    }
+    assert monitor.retrain_extra({**yes, "retrain": False, "retrain_window": None}) is None
