@@ -73,6 +73,10 @@ def _cached_release(
             # worker processes start with MLflow's default (a relative sqlite file): point them at ours
             mlflow.set_tracking_uri(tracking_uri)
             mlflow.set_registry_uri(tracking_uri)
+        if device != "cpu":
+            from pipelines.spark import pin_task_gpu
+
+            pin_task_gpu()  # the GPU Spark assigned to this task (cluster GPU scheduling), before CUDA init
         release = load_release(model_uri, device=device, expected_fingerprint=fingerprint)
         _fit_threads(release)
         _RELEASES[key] = release
@@ -236,7 +240,7 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     from pipelines.feature_store import historical_features
     from pipelines.predict import input_columns
     from pipelines.registry import version_uri
-    from pipelines.spark import get_spark
+    from pipelines.spark import get_spark, wants_gpu, with_gpu_conf
 
     paths = params.paths
     parts = existing_partitions(paths.validated, start, end)
@@ -265,20 +269,25 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
             coerce_timestamps="us",
             allow_truncated_timestamps=True,
         )
-        spark = get_spark(params.spark, app_name="sluice-batch_predict")
+        bp = params.batch_predict
+        # GPU only when params ask for it (device cuda|auto) and one exists; the CPU path is unchanged
+        gpu = wants_gpu(bp.device)
+        batch_size = (bp.gpu_batch_size or bp.batch_size) if gpu else bp.batch_size
+        spark = get_spark(with_gpu_conf(params.spark, bp.device), app_name="sluice-batch_predict")
         from pyspark.sql import functions as F
 
         scored = score_spark(
             spark.read.parquet(str(tmp / "input.parquet")),
             version_uri(name, version),
             threshold,
-            params.batch_predict.batch_size,
+            batch_size,
             input_columns=input_columns(json.loads(tags["feature_list"])),
             tracking_uri=params.tracking_uri,
+            device=bp.device,
             fingerprint=tags.get("fingerprint"),
         )
         # session time zone is UTC (get_spark), so to_date gives the event's UTC date = its partition
-        with arrow_batch_size(spark, params.batch_predict.batch_size):
+        with arrow_batch_size(spark, batch_size):
             scored.withColumn("date", F.to_date("event_timestamp")).write.mode("overwrite").partitionBy(
                 "date"
             ).parquet(str(tmp / "scored"))

@@ -336,6 +336,11 @@ class ChampionGateParams(_Section):
     refresh_tolerance: float = Field(0.01, ge=0)
     # behavioural tests: |score change| allowed by invariance (merchant name case)
     invariance_tolerance: float = Field(1e-6, ge=0)
+    # directional (amount x10 far from home): share of rows whose score may drop by more than 0.01
+    directional_max_violations: float = Field(0.05, ge=0, le=1)
+    # minimum functionality: share of hand-made obvious fraud flagged / obvious legit flagged
+    mft_min_fraud_flagged: float = Field(0.5, ge=0, le=1)
+    mft_max_legit_flagged: float = Field(0.1, ge=0, le=1)
 
 
 class RolloutParams(_Section):
