@@ -1,5 +1,5 @@
 """
-### training: dataset, train, evaluate (gate), register as challenger
+### training: dataset, train, evaluate (gate), register as challenger, champion gate
 
 Runs when triggered by hand, on `airflow.training_schedule` from params.yaml (when set), or when the
 retraining asset `sluice://retrain` gets an event (the monitoring DAG emits it on drift).
@@ -14,6 +14,10 @@ else `data.start`/`data.end` from params.yaml.
 3. **evaluate**: `pipelines.evaluate.run`: metrics and the offline gates; a failed gate fails the task
    at once (no retries) and nothing is registered.
 4. **register**: `pipelines.register.run`: a registered model version with alias `challenger`.
+5. **champion_gate**: `pipelines.champion_gate.run`: the challenger must beat the champion on the same
+   test window (by `rollout.gate.margin`) and pass behavioural checks (invariance, directional,
+   minimum functionality); failing removes the `challenger` alias and fails the task. Only a gated
+   challenger can be ramped by the `canary_rollout` DAG.
 """
 
 from __future__ import annotations
@@ -58,7 +62,11 @@ def training() -> None:
     def register() -> dict:
         return run_stage("register", *training_range())
 
-    dataset() >> train() >> evaluate() >> register()
+    @task
+    def champion_gate() -> dict:
+        return run_stage("champion_gate", *training_range())
+
+    dataset() >> train() >> evaluate() >> register() >> champion_gate()
 
 
 training()

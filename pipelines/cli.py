@@ -129,5 +129,56 @@ def rollback(
     typer.echo(f"champion {move.previous} -> {move.version} (rollback: {reason})")
 
 
+canary_app = typer.Typer(
+    help="canary rollout of the challenger (the same functions as the canary_rollout DAG)."
+)
+app.add_typer(canary_app, name="canary")
+
+
+def _canary_call(params_path: Path, action: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> None:
+    from pipelines.errors import StageError
+
+    reg, _ = _registry(params_path)
+    try:
+        out = action(load_params(params_path), *args, reg=reg, **kwargs)
+    except StageError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(json.dumps(out, default=str))
+
+
+@canary_app.command("start")
+def canary_start(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Route the first step's share to the challenger (resumes a paused canary at its step).
+
+    The ramp itself (hold, guardrails, promotion) is the canary_rollout DAG's job.
+    """
+    from pipelines.rollout import start_canary
+
+    _canary_call(params, start_canary)
+
+
+@canary_app.command("pause")
+def canary_pause(
+    reason: Annotated[str, typer.Option("--reason", help="why (recorded in the registry)")] = "by operator",
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Freeze the ramp at the current weight (guardrails still apply); `canary start` resumes."""
+    from pipelines.rollout import pause_canary
+
+    _canary_call(params, pause_canary, why=reason)
+
+
+@canary_app.command("abort")
+def canary_abort(
+    reason: Annotated[str, typer.Option("--reason", help="why (recorded in the registry)")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Weight 0 and alias `challenger` removed now; the champion serves everything."""
+    from pipelines.rollout import rollback_canary
+
+    _canary_call(params, rollback_canary, f"aborted: {reason}")
+
+
 def main() -> None:  # pragma: no cover - console entry
     sys.exit(app())

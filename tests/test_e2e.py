@@ -26,7 +26,9 @@ STAGES = [
     "train",
     "evaluate",
     "register",
+    "champion_gate",
     "batch_predict",
+    "monitor",
 ]
 
 
@@ -62,6 +64,9 @@ def test_repro_produces_registered_champion_and_predictions(repro_project: tuple
     root, _ = repro_project
     metrics = json.loads((root / "reports/metrics.json").read_text())
     assert 0.5 < metrics["roc_auc"] <= 1.0
+    gate = json.loads((root / "reports/champion_gate.json").read_text())
+    assert gate["verdict"] == "pass", gate
+    assert list((root / "reports/monitoring").glob("*/summary.json"))
     registry = json.loads((root / "reports/registry.json").read_text())
     assert "champion" in registry["aliases"]
 

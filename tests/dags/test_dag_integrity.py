@@ -15,7 +15,7 @@ from tests.dags.conftest import airflow_env, run_driver
 
 pytestmark = pytest.mark.integration
 
-EXPECTED = {"ingestion", "features", "training", "batch_inference", "monitoring"}
+EXPECTED = {"ingestion", "features", "training", "batch_inference", "monitoring", "canary_rollout"}
 # what parsing may cost on this 2-core machine (Airflow's own import excluded; the budget)
 PARSE_BUDGET_S = 2.0
 

@@ -125,7 +125,9 @@ def test_chain_ingestion_features_training(scenario: dict[str, Any]) -> None:
     ]
     assert _tasks(ingestion) == {"ingest": "success", "validate": "success"}
     assert _tasks(features) == {"compute_features": "success", "materialize": "success"}
-    assert _tasks(training) == dict.fromkeys(["dataset", "train", "evaluate", "register"], "success")
+    assert _tasks(training) == dict.fromkeys(
+        ["dataset", "train", "evaluate", "register", "champion_gate"], "success"
+    )
 
     # the asset events carry the processed range: that is how the asset-triggered DAG gets its dates
     start, end = params.data.start.isoformat(), params.data.end.isoformat()
