@@ -105,7 +105,11 @@ def test_changing_train_params_reruns_only_train_and_downstream(repro_project: t
     raw["train"]["xgboost"]["n_estimators"] = 30
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     result = _dvc(root, "repro")
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    output = result.stdout + result.stderr
+    # the new model must beat the champion to stay challenger: with fewer trees it may not, and then the
+    # gate stops the pipeline loudly, which is the gate doing its job
+    gate_said_no = "champion_gate failed" in output and "does not beat champion" in output
+    assert result.returncode == 0 or gate_said_no, output[-4000:]
     ran = {s for s in STAGES if f"Running stage '{s}'" in result.stdout}
     assert {"ingest", "validate", "features", "feature_store", "dataset"}.isdisjoint(ran), ran
-    assert "train" in ran
+    assert {"train", "evaluate", "register", "champion_gate"} <= ran, ran

@@ -395,13 +395,22 @@ def test_metrics_labelled_by_version_and_arm(params: Any) -> None:
     engine = make_engine(
         params, FakeRegistry({"champion": "1"}), FakeStore(), {"1": FakeRelease(1.0)}, metrics=metrics
     )
+    # Deltas, not absolutes: once BentoML is imported in this process (the service tests), it sets
+    # PROMETHEUS_MULTIPROC_DIR and same-named series of one pid share storage across registries.
+    miss = {"arm": "champion", "cached": "false", "feature_source": "online", "model_version": "1"}
+    hits = {"arm": "champion", "model_version": "1"}
+    metrics.predictions.labels(**miss)  # materialize the series so `before` reads any shared value
+    metrics.cache_hits.labels(**hits)
+    before = (
+        _sample(reg, "sluice_predictions_total", **miss),
+        _sample(reg, "sluice_cache_hits_total", **hits),
+    )
     engine.predict_sync([req("a"), req("b")])
     engine.predict_sync([req("a")])
     from prometheus_client import generate_latest
 
     text = generate_latest(reg).decode()
-    labels = 'arm="champion",cached="false",feature_source="online",model_version="1"'
-    assert f"sluice_predictions_total{{{labels}}} 2.0" in text
-    assert 'sluice_cache_hits_total{arm="champion",model_version="1"} 1.0' in text
+    assert _sample(reg, "sluice_predictions_total", **miss) - before[0] == 2.0
+    assert _sample(reg, "sluice_cache_hits_total", **hits) - before[1] == 1.0
     assert "sluice_batch_size_bucket" in text and "sluice_prediction_latency_seconds_bucket" in text
     json.dumps(engine.health(0.5))  # health is JSON-able
