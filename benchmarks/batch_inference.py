@@ -33,21 +33,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-FEAST_COLUMNS = (
-    "txn_count_1h",
-    "amount_sum_1h",
-    "txn_count_24h",
-    "amount_sum_24h",
-    "amount_mean_24h",
-    "txn_count_7d",
-    "amount_sum_7d",
-    "amount_mean_7d",
-    "distinct_merchants_24h",
-    "amount_mean_hist",
-    "amount_std_hist",
-    "txn_count_hist",
-    "last_event_ts",
-)
+from pipelines.features import FEATURE_COLUMNS as FEAST_COLUMNS
+
 KEEP = ("event_id", "entity_id", "event_timestamp")
 THRESHOLD = 0.5
 

@@ -33,8 +33,9 @@ def _dvc(root: Path, *args: str) -> float:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
     t0 = time.perf_counter()
-    proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=root, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), *args], cwd=root, env=env, capture_output=True, text=True
+    )
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"dvc {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

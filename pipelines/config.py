@@ -223,7 +223,7 @@ class AirflowParams(_Section):
 
 
 class ServeParams(_Section):
-    """Online serving (bentos/fraud_scorer, pipelines/serving.py). Defaults chosen by benchmarks/serving.py."""
+    """Online serving (bentos/fraud_scorer, pipelines/serving.py); defaults from benchmarks/serving.py."""
 
     host: str = "127.0.0.1"
     port: int = Field(3000, gt=0, lt=65536)

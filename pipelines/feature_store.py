@@ -23,6 +23,7 @@ import yaml
 from pipelines import io
 from pipelines.config import Params
 from pipelines.errors import StageError
+from pipelines.features import FEATURE_COLUMNS
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -32,22 +33,6 @@ ENTITY_KEY = "entity_id"
 TIMESTAMP = "event_timestamp"
 DEFINITIONS_FILE = "definitions.py"
 
-# The Feast feature columns (single source of truth for the other stages; order = the view's schema).
-FEATURE_COLUMNS: list[str] = [
-    "txn_count_1h",
-    "amount_sum_1h",
-    "txn_count_24h",
-    "amount_sum_24h",
-    "amount_mean_24h",
-    "txn_count_7d",
-    "amount_sum_7d",
-    "amount_mean_7d",
-    "distinct_merchants_24h",
-    "amount_mean_hist",
-    "amount_std_hist",
-    "txn_count_hist",
-    "last_event_ts",
-]
 
 # The Dask file offline store joins every request row with all of its entity's feature rows before
 # filtering, so memory grows with rows x history; requests are sent in chunks of whole entities.

@@ -48,6 +48,8 @@ FEATURE_SCHEMA = pa.schema(
     ]
 )
 OUTPUT_COLUMNS: list[str] = FEATURE_SCHEMA.names
+# the feature columns proper (the Feast view's schema): the one list every other module imports
+FEATURE_COLUMNS: list[str] = [c for c in OUTPUT_COLUMNS if c not in ("entity_id", "event_timestamp")]
 
 
 def lookback_days(history_days: int) -> int:

@@ -26,26 +26,13 @@ import numpy as np
 import pandas as pd
 
 from pipelines.errors import StageError
+from pipelines.features import FEATURE_COLUMNS
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
 
-# Feast feature view columns (data contract item 2); the names are fixed by the contract.
-FEAST_COLUMNS: tuple[str, ...] = (
-    "txn_count_1h",
-    "amount_sum_1h",
-    "txn_count_24h",
-    "amount_sum_24h",
-    "amount_mean_24h",
-    "txn_count_7d",
-    "amount_sum_7d",
-    "amount_mean_7d",
-    "distinct_merchants_24h",
-    "amount_mean_hist",
-    "amount_std_hist",
-    "txn_count_hist",
-    "last_event_ts",
-)
+# Feast feature view columns (data contract item 2), declared once in pipelines.features
+FEAST_COLUMNS: tuple[str, ...] = tuple(FEATURE_COLUMNS)
 # last_event_ts is an absolute time: it only enters the model through seconds_since_prev
 # (an absolute epoch would let the model learn the calendar instead of behaviour).
 FEAST_MODEL_FEATURES: tuple[str, ...] = tuple(c for c in FEAST_COLUMNS if c != "last_event_ts")

@@ -13,6 +13,7 @@ import pytest
 
 from pipelines.config import Params, RegisterParams
 from pipelines.errors import GateFailed, StageError
+from pipelines.features import FEATURE_COLUMNS as FEAST_COLUMNS
 from pipelines.registry import CHALLENGER, CHAMPION, open_registry
 from tests.conftest import make_project
 
@@ -20,21 +21,6 @@ pytestmark = pytest.mark.integration
 
 START = dt.date(2026, 1, 1)
 END = dt.date(2026, 1, 3)
-FEAST_COLUMNS = (
-    "txn_count_1h",
-    "amount_sum_1h",
-    "txn_count_24h",
-    "amount_sum_24h",
-    "amount_mean_24h",
-    "txn_count_7d",
-    "amount_sum_7d",
-    "amount_mean_7d",
-    "distinct_merchants_24h",
-    "amount_mean_hist",
-    "amount_std_hist",
-    "txn_count_hist",
-    "last_event_ts",
-)
 
 
 def tiny_events(n: int, seed: int, start: dt.date = START, n_days: int = 2) -> pd.DataFrame:
