@@ -65,7 +65,7 @@ def test_schedules_and_assets(report: dict[str, Any]) -> None:
     assert dags["ingestion"]["tasks"]["ingest"]["outlets"] == []
     assert dags["features"]["timetable"] == "AssetTriggeredTimetable"
     assert dags["training"]["timetable"] == "AssetTriggeredTimetable"
-    assert list(dags["training"]["tasks"]) == ["dataset", "train", "evaluate", "register"]
+    assert list(dags["training"]["tasks"]) == ["dataset", "train", "evaluate", "register", "champion_gate"]
 
 
 def test_training_schedule_from_params(tmp_path: Path) -> None:
