@@ -27,6 +27,8 @@ DAGS_DIR = Path(__file__).resolve().parent
 VALIDATED = Asset("sluice://validated/transactions")
 FEATURES = Asset("sluice://features/entity_activity")
 RETRAIN = Asset("sluice://retrain")
+# a challenger that passed the offline gate vs the champion: what starts the canary
+GATED = Asset("sluice://challenger/gated")
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "sluice",

@@ -1,7 +1,7 @@
 """
 ### canary_rollout: ramp the challenger on live traffic, roll back on a guardrail breach, else promote
 
-Triggered by hand (or `sluice canary start` + this DAG) once a challenger passed the offline gates.
+Triggered by the `sluice://challenger/gated` asset (the training DAG's champion gate passed), or by hand.
 One task, a thin call into `pipelines.rollout.run_canary`: for each weight of `rollout.steps`
 (default 5 -> 20 -> 50 -> 100 %) it writes the registry's rollout tags (the serving process re-reads them
 every `serve.refresh_s`), then every `rollout.poll_s` reads the live per-arm figures of the step from the
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from _common import DEFAULT_ARGS, load
+from _common import DEFAULT_ARGS, GATED, load
 from airflow.sdk import dag, task
 
 
@@ -35,7 +35,8 @@ def _timeout() -> dt.timedelta:
 
 @dag(
     dag_id="canary_rollout",
-    schedule=None,
+    # a challenger that passed the offline gate starts the canary; it can also be triggered by hand
+    schedule=[GATED],
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,

@@ -16,13 +16,22 @@ else `data.start`/`data.end` from params.yaml.
 4. **register**: `pipelines.register.run`: a registered model version with alias `challenger`.
 5. **champion_gate**: `pipelines.champion_gate.run`: the challenger must beat the champion on the same
    test window (by `rollout.gate.margin`) and pass behavioural checks (invariance, directional,
-   minimum functionality); failing removes the `challenger` alias and fails the task. Only a gated
-   challenger can be ramped by the `canary_rollout` DAG.
+   minimum functionality); failing removes the `challenger` alias and fails the task. Passing emits
+   `sluice://challenger/gated`, which starts the `canary_rollout` DAG.
 """
 
 from __future__ import annotations
 
-from _common import DEFAULT_ARGS, RANGE_PARAMS, RETRAIN, load, run_stage, start_date, training_range
+from _common import (
+    DEFAULT_ARGS,
+    GATED,
+    RANGE_PARAMS,
+    RETRAIN,
+    load,
+    run_stage,
+    start_date,
+    training_range,
+)
 from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, dag, task
 
 
@@ -62,9 +71,9 @@ def training() -> None:
     def register() -> dict:
         return run_stage("register", *training_range())
 
-    @task
+    @task(outlets=[GATED])
     def champion_gate() -> dict:
-        return run_stage("champion_gate", *training_range())
+        return run_stage("champion_gate", *training_range(), outlet=GATED)
 
     dataset() >> train() >> evaluate() >> register() >> champion_gate()
 

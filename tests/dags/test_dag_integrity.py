@@ -65,6 +65,7 @@ def test_schedules_and_assets(report: dict[str, Any]) -> None:
     assert dags["ingestion"]["tasks"]["ingest"]["outlets"] == []
     assert dags["features"]["timetable"] == "AssetTriggeredTimetable"
     assert dags["training"]["timetable"] == "AssetTriggeredTimetable"
+    assert dags["canary_rollout"]["timetable"] == "AssetTriggeredTimetable"
     assert list(dags["training"]["tasks"]) == ["dataset", "train", "evaluate", "register", "champion_gate"]
 
 

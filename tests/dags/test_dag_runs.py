@@ -137,7 +137,10 @@ def test_chain_ingestion_features_training(scenario: dict[str, Any]) -> None:
     assert features["conf"] == {"start": start, "end": end}
     (feat_event,) = features["asset_events"]
     assert feat_event["uri"] == FEATURES_URI and feat_event["extra"]["ranges"] == [[start, end]]
-    assert training["asset_events"] == []
+    # a gated challenger is announced: that event starts the canary_rollout DAG
+    assert [(ev["uri"], ev["extra"]) for ev in training["asset_events"]] == [
+        ("sluice://challenger/gated", {"start": start, "end": end})
+    ]
     _assert_outputs(params)
 
 
