@@ -9,13 +9,16 @@ v1 champion, v2 challenger (weight 0). `build_world` is memoized: every serving 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as dt
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,3 +233,56 @@ def _build(base: Path, use_redis: bool = True, mlp: bool = False) -> World:
     return World(
         params, root / "params.yaml", versions[0], versions[1], redis, events, versions[2] if mlp else None
     )
+
+
+SERVICE_DIR = Path(__file__).resolve().parents[1] / "bentos" / "fraud_scorer"
+
+
+@contextlib.contextmanager
+def bentoml_served(
+    world: World, workdir: Path, extra_env: dict[str, str] | None = None, ready_timeout: float = 120
+) -> Iterator[str]:
+    """`bentoml serve` of the service (what `make serve` runs) on a free port, ready; yields its URL.
+
+    Its log goes to workdir/serve.log and is shown when the server dies or never gets ready.
+    """
+    import httpx
+    import pytest
+
+    port = _free_port()
+    env = {
+        **os.environ,
+        "SLUICE_PARAMS": str(world.params_path),
+        "SLUICE_API_KEYS": API_KEY,
+        "BENTOML_HOME": str(workdir / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        **(extra_env or {}),
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-m", "bentoml", "serve", "service:FraudScorer", "--working-dir", str(SERVICE_DIR)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    log_path = workdir / "serve.log"
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + ready_timeout
+            while time.monotonic() < deadline:
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            else:
+                pytest.fail(
+                    f"bentoml serve not ready in {ready_timeout:.0f} s:\n" + log_path.read_text()[-3000:]
+                )
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()

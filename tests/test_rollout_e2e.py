@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +25,7 @@ import pytest
 
 from pipelines.config import Params
 from tests.conftest import REPO_ROOT
-from tests.serving_world import API_KEY, MODEL, World, build_world
+from tests.serving_world import API_KEY, MODEL, World, bentoml_served, build_world
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -58,47 +55,13 @@ def bad_version(world: World) -> str:
 
 @pytest.fixture(scope="module")
 def server(world: World, bad_version: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import httpx
-
     tmp = tmp_path_factory.mktemp("serve")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "SLUICE_PARAMS": str(world.params_path),
-        "SLUICE_API_KEYS": API_KEY,
-        "BENTOML_HOME": str(tmp / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
+    extra = {
         "SLUICE_FAULTY": f"{bad_version}:0.1:0,{SLOW_VERSION}:0:500",
         "PYTHONPATH": os.pathsep.join([str(FAULT_DIR), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, "-m", "bentoml", "serve", "service:FraudScorer", "--working-dir", str(SERVICE_DIR)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port)]
-    log_path = tmp / "serve.log"
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                assert proc.poll() is None, log_path.read_text()[-3000:]
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
-            else:
-                pytest.fail("bentoml serve not ready:\n" + log_path.read_text()[-3000:])
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with bentoml_served(world, tmp, extra_env=extra, ready_timeout=180) as url:
+        yield url
 
 
 class Traffic:

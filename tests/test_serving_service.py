@@ -25,7 +25,7 @@ import pytest
 
 from pipelines.serving import route
 from tests.conftest import REPO_ROOT
-from tests.serving_world import API_KEY, CUT, END, MODEL, RATE_KEY, World, build_world
+from tests.serving_world import API_KEY, CUT, END, MODEL, RATE_KEY, World, bentoml_served, build_world
 
 pytestmark = pytest.mark.integration
 
@@ -397,53 +397,10 @@ def test_online_scores_equal_spark_batch_scores(client: Any, world: World, spark
 
 def test_bentoml_serve_subprocess_with_sync_client(world: World, tmp_path: Path) -> None:
     """`bentoml serve` as a subprocess (what `make serve` runs), called with bentoml.SyncHTTPClient."""
-    import os
-    import socket
-    import subprocess
-
     import bentoml
+    import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {
-        **os.environ,
-        "SLUICE_PARAMS": str(world.params_path),
-        "SLUICE_API_KEYS": API_KEY,
-        "BENTOML_HOME": str(tmp_path / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        "service:FraudScorer",
-        "--working-dir",
-        str(SERVICE_FILE.parent),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    log_file = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import httpx
-
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("bentoml serve not ready in 120 s:\n" + (tmp_path / "serve.log").read_text()[-3000:])
+    with bentoml_served(world, tmp_path) as url:
         with bentoml.SyncHTTPClient(url, token=API_KEY, server_ready_timeout=30) as client:
             [out] = client.predict(records=EXAMPLE["records"])
             assert out["model_version"] == world.champion and out["arm"] == "champion"
@@ -452,10 +409,3 @@ def test_bentoml_serve_subprocess_with_sync_client(world: World, tmp_path: Path)
         assert httpx.post(f"{url}/predict", json=EXAMPLE, timeout=10).status_code == 401
         assert "sluice_predictions_total" in httpx.get(f"{url}/metrics", timeout=10).text
         assert httpx.get(f"{url}/health/dependencies", timeout=10).json()["ready"]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log_file.close()
