@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import logging
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,11 @@ import pandas as pd
 from pipelines import io
 from pipelines.config import MonitorParams, Params
 from pipelines.errors import StageError
+from pipelines.predict import CATEGORICAL_FEATURES
 
 log = logging.getLogger(__name__)
 
 SCORE = "score"
-CATEGORICAL = ("category",)
 P_VALUE_METHODS = frozenset(
     {"ks", "chisquare", "z", "anderson", "cramer_von_mises", "fisher_exact", "mannw", "t_test"}
 )
@@ -52,13 +53,16 @@ DASHBOARD_FILE = "index.html"
 
 
 def choose_methods(
-    reference: pd.DataFrame, current: pd.DataFrame, cfg: MonitorParams
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    cfg: MonitorParams,
+    categorical: Collection[str] = CATEGORICAL_FEATURES,
 ) -> tuple[dict[str, str], dict[str, float]]:
     """Per column drift method and threshold: tests on small samples, distances on large (from params)."""
     large = min(len(reference), len(current)) >= cfg.large_sample_rows
     methods: dict[str, str] = {}
     for col in reference.columns:
-        if col in CATEGORICAL:
+        if col in categorical:
             methods[col] = cfg.cat_method_large if large else cfg.cat_method_small
         else:
             methods[col] = cfg.num_method_large if large else cfg.num_method_small
@@ -76,9 +80,15 @@ def sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     return frame.iloc[idx]
 
 
-def drift_report(reference: pd.DataFrame, current: pd.DataFrame, cfg: MonitorParams) -> tuple[Any, dict]:
+def drift_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    cfg: MonitorParams,
+    categorical: Collection[str] = CATEGORICAL_FEATURES,
+) -> tuple[Any, dict]:
     """Run Evidently's DataDriftPreset on the shared columns; returns (snapshot, per-column results).
 
+    `categorical` names the categorical columns (default: the model's); every other column is numeric.
     Per-column results: {column: {method, threshold, score, drifted}}; `drifted` is Evidently's own test
     verdict (p-value below / distance at or above the threshold, by method).
     """
@@ -91,9 +101,9 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, cfg: MonitorPar
     ref, cur = reference[cols], current[cols]
     # a column Evidently cannot test (all-missing on one side) is reported as such, not as a crash
     usable = [c for c in cols if ref[c].notna().any() and cur[c].notna().any()]
-    methods, thresholds = choose_methods(ref[usable], cur[usable], cfg)
-    cat = [c for c in usable if c in CATEGORICAL]
-    num = [c for c in usable if c not in CATEGORICAL]
+    methods, thresholds = choose_methods(ref[usable], cur[usable], cfg, categorical)
+    cat = [c for c in usable if c in categorical]
+    num = [c for c in usable if c not in categorical]
     definition = DataDefinition(numerical_columns=num, categorical_columns=cat)
     ref_u, cur_u = ref[usable].copy(), cur[usable].copy()
     for c in cat:  # Evidently wants one dtype per categorical column; missing -> its own category
@@ -158,8 +168,14 @@ def drift_summary(columns: dict[str, dict[str, Any]], cfg: MonitorParams) -> dic
     }
 
 
-def quality_checks(reference: pd.DataFrame, current: pd.DataFrame, cfg: MonitorParams) -> dict[str, Any]:
-    """Missing-value share increase and share of numeric values outside the reference's [min, max]."""
+def quality_checks(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    cfg: MonitorParams,
+    categorical: Collection[str] = CATEGORICAL_FEATURES,
+) -> dict[str, Any]:
+    """Missing-value share increase, share of numeric values outside the reference's [min, max] and
+    share of categorical values the reference never had."""
     out: dict[str, Any] = {}
     for c in reference.columns:
         if c not in current.columns:
@@ -169,7 +185,7 @@ def quality_checks(reference: pd.DataFrame, current: pd.DataFrame, cfg: MonitorP
         cur_missing = float(current[c].isna().mean()) if len(current) else 0.0
         row: dict[str, Any] = {"missing_reference": ref_missing, "missing_current": cur_missing}
         alert = cur_missing - ref_missing > cfg.max_missing_increase
-        if c not in CATEGORICAL and c != SCORE:
+        if c not in categorical and c != SCORE:
             r = pd.to_numeric(reference[c], errors="coerce").dropna()
             v = pd.to_numeric(current[c], errors="coerce").dropna()
             if len(r) and len(v):
