@@ -46,5 +46,5 @@ def test_drift_emits_one_retrain_event_and_queues_training(
     assert event["uri"].rstrip("/") == RETRAIN_URI and event["source_dag_id"] == "monitoring"
     assert event["extra"]["start"] == "2025-11-14" and event["extra"]["end"] == "2026-01-13"
     assert event["extra"]["reasons"]
-    # the training DAG consumes this asset (tests/dags/test_dag_integrity.py checks its schedule); the
-    # driver's queue stays empty under dag.test() because the consumer DAG was never serialized in this DB
+    # DAGs are paused at creation here, so nothing is queued; tests/dags/test_retrain_loop.py unpauses them
+    # and follows the event into the training DAG

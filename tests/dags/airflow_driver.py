@@ -8,7 +8,8 @@ Modes:
   timeouts, and which heavy modules the DAG files pulled in.
 - `run`: `dag.test()` a list of steps `{"dag", "logical_date"?, "conf"?, "conf_from_asset"?, "params"?}`;
   `params` points SLUICE_PARAMS at another project for that step (tasks run in-process); report
-  each run's state, task states and duration, then every asset event and the queued asset-triggered DAGs.
+  each run's state, task states, duration, the asset events it emitted and the asset queue after it
+  (consumer DAGs get queued only when they are unpaused: AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION).
   `conf_from_asset: URI` passes the newest event's extra of that asset as the run's start/end, the same
   dates the scheduler hands an asset-triggered run in triggering_asset_events.
 """
@@ -91,6 +92,16 @@ def mode_run(spec: dict[str, Any]) -> dict[str, Any]:
         with settings.Session() as session:
             return int(session.scalar(select(func.max(AssetEvent.id))) or 0)
 
+    def queued() -> list[list[str]]:
+        """[consumer dag_id, asset uri] waiting in the asset queue (what the scheduler starts next)."""
+        with settings.Session() as session:
+            rows = session.execute(
+                select(AssetDagRunQueue.target_dag_id, AssetModel.uri).join(
+                    AssetModel, AssetDagRunQueue.asset_id == AssetModel.id
+                )
+            )
+            return sorted([dag_id, uri] for dag_id, uri in rows)
+
     steps = []
     for step in spec["steps"]:
         # a fresh DAG object per run: in-process task runs update the task's params in place, so a
@@ -104,7 +115,8 @@ def mode_run(spec: dict[str, Any]) -> dict[str, Any]:
             os.environ["SLUICE_PARAMS"] = step["params"]
         conf = dict(step.get("conf") or {})
         if uri := step.get("conf_from_asset"):
-            found = [e for e in events_after(0) if e["uri"] == uri]
+            # Airflow normalizes a bare-authority URI with a trailing slash ("sluice://retrain/")
+            found = [e for e in events_after(0) if e["uri"].rstrip("/") == uri.rstrip("/")]
             if not found:
                 raise SystemExit(f"no asset event for {uri}")
             conf.update({"start": found[-1]["extra"]["start"], "end": found[-1]["extra"]["end"]})
@@ -127,12 +139,11 @@ def mode_run(spec: dict[str, Any]) -> dict[str, Any]:
                 "interval": [str(dr.data_interval_start), str(dr.data_interval_end)],
                 # the asset events this run emitted
                 "asset_events": events_after(before),
+                "queued": queued(),
             }
         )
         print(f"[driver] {step['dag']} {conf or kwargs.get('logical_date')}: {dr.state} {tis} {seconds:.1f}s")
-    with settings.Session() as session:
-        queued = sorted({q.target_dag_id for q in session.scalars(select(AssetDagRunQueue))})
-    return {"steps": steps, "asset_events": events_after(0), "queued": queued}
+    return {"steps": steps, "asset_events": events_after(0), "queued": sorted({q[0] for q in queued()})}
 
 
 def main() -> None:

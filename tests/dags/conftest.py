@@ -193,6 +193,11 @@ class Standalone:
             raw = r.read()
         return json.loads(raw) if raw else None
 
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A manual run of dag_id now (no logical date), with `conf` as its params; returns the run."""
+        body = {"logical_date": None, "conf": conf or {}}
+        return dict(self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", body))
+
     def wait_dag(self, dag_id: str, timeout: float = 120) -> None:
         """Wait until the dag-processor has parsed `dag_id` into the DB."""
         import time
@@ -234,9 +239,9 @@ class Standalone:
             self.proc.wait(timeout=10)
 
 
-def standalone_env(home: Path, params: Path, port: int) -> dict[str, str]:
+def standalone_env(home: Path, params: Path, port: int, db_url: str | None = None) -> dict[str, str]:
     """airflow_env() plus what a server on a non-default port needs (tasks call the API back)."""
-    env = airflow_env(home, params)
+    env = airflow_env(home, params, db_url)
     env.update(
         {
             "AIRFLOW__API__PORT": str(port),
@@ -256,7 +261,8 @@ def standalone_factory(tmp_path: Path, airflow_db_template: Path) -> Any:
     """Start `airflow standalone` for a project made by make_project(overrides); stopped after the test.
 
     The project's airflow.start_date is today (UTC), so unpausing a daily DAG schedules no catchup
-    run (today's interval is not over) and only the runs the test creates happen.
+    run (today's interval is not over) and only the runs the test creates happen. The metadata DB is a
+    copy of the migrated SQLite template, or `db_url` (standalone migrates it on start).
     """
     import datetime as dt
 
@@ -264,16 +270,18 @@ def standalone_factory(tmp_path: Path, airflow_db_template: Path) -> Any:
 
     started: list[Standalone] = []
 
-    def start(overrides: dict[str, Any] | None = None) -> tuple[Standalone, Any]:
+    def start(overrides: dict[str, Any] | None = None, db_url: str | None = None) -> tuple[Standalone, Any]:
         today = dt.datetime.now(dt.UTC).date()
         params = make_project(
             tmp_path / "project", {"airflow": {"start_date": today.isoformat()}, **(overrides or {})}
         )
         home = tmp_path / "airflow_home"
         home.mkdir(exist_ok=True)
-        shutil.copy2(airflow_db_template, home / "airflow.db")
+        if db_url is None:
+            shutil.copy2(airflow_db_template, home / "airflow.db")
         port = free_port()
-        server = Standalone(home, standalone_env(home, params.root / "params.yaml", port), port)
+        env = standalone_env(home, params.root / "params.yaml", port, db_url)
+        server = Standalone(home, env, port)
         started.append(server)
         return server.start(), params
 

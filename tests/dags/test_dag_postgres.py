@@ -1,7 +1,11 @@
 """The DAG tasks on an Airflow metadata DB in PostgreSQL (127.0.0.1:5432), the production-like setup.
 
-Creates a throwaway database, migrates it, runs the ingestion DAG for one day with `dag.test()` and
-checks the run, its tasks and the asset event landed in PostgreSQL; drops the database afterwards.
+Each test creates a throwaway database and drops it afterwards:
+- the ingestion DAG for one day with `dag.test()`: the run, its tasks and the asset event land in
+  PostgreSQL (CI);
+- the chain ingestion -> features -> training run by a real scheduler with the LocalExecutor (every task
+  its own process) on `airflow standalone`; features is started by the scheduler from the asset event
+  (slow: ~5 minutes here, `pytest -m slow`).
 Skipped when PostgreSQL is not reachable or Airflow's drivers (psycopg2 + asyncpg: the
 `apache-airflow[postgres]` extra) are not installed.
 Server: $SLUICE_TEST_PG (default postgresql://postgres@127.0.0.1:5432, trust auth as on the dev machines).
@@ -78,3 +82,46 @@ def test_ingestion_tasks_on_postgres(tmp_path: Path, pg_database: str) -> None:
         {"start": DAY.isoformat(), "end": (DAY + dt.timedelta(days=1)).isoformat()}
     ]
     assert (io.partition_dir(params.paths.validated, DAY) / io.PART_FILE).is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_chain_on_postgres_with_local_executor(pg_database: str, standalone_factory) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    server, params = standalone_factory(db_url=pg_database)
+    assert server.env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    for dag_id in ("ingestion", "features", "training"):
+        server.wait_dag(dag_id)
+        server.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+    start, end = params.data.start.isoformat(), params.data.end.isoformat()
+    t0 = time.monotonic()
+    server.trigger("ingestion", {"start": start, "end": end})
+    (ingestion,) = server.wait_runs("ingestion", 1, timeout=600)
+    # nobody triggers features: the scheduler starts it from the validated-transactions asset event
+    (features,) = server.wait_runs("features", 1, timeout=600)
+    server.trigger("training")  # nothing given: params data.start/end
+    (training,) = server.wait_runs("training", 1, timeout=900)
+    seconds = time.monotonic() - t0
+    print(f"PostgreSQL + LocalExecutor chain ingestion -> features -> training: {seconds:.0f} s")
+
+    assert [r["state"] for r in (ingestion, features, training)] == ["success"] * 3, server.tail()
+    assert features["run_type"] == "asset_triggered"
+    tasks = server.api("GET", f"/api/v2/dags/training/dagRuns/{training['dag_run_id']}/taskInstances")
+    assert {t["task_id"]: t["state"] for t in tasks["task_instances"]} == dict.fromkeys(
+        ["dataset", "train", "evaluate", "register", "champion_gate"], "success"
+    )
+    # the runs live in PostgreSQL, not in a SQLite file
+    assert not (server.home / "airflow.db").exists()
+    psycopg2 = pytest.importorskip("psycopg2")
+    with psycopg2.connect(pg_database.replace("+psycopg2", "")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT dag_id, state FROM dag_run ORDER BY dag_id")
+        assert cur.fetchall() == [("features", "success"), ("ingestion", "success"), ("training", "success")]
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=params.tracking_uri, registry_uri=params.tracking_uri)
+    assert client.get_model_version_by_alias(params.register_.model_name, "challenger").version
+    s, e = params.data.start, params.data.end
+    for base in (params.paths.validated, params.paths.features):
+        assert {io.partition_date(p) for p in io.existing_partitions(base, s, e)} == set(io.days(s, e)), base
