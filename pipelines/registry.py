@@ -401,9 +401,16 @@ def open_registry(params: Params | None = None, tracking_uri: str | None = None)
     """A Registry on params.tracking_uri (or an explicit URI); registry URI = tracking URI."""
     from mlflow.tracking import MlflowClient
 
+    import mlflow
+
     uri = tracking_uri or (params.tracking_uri if params is not None else None)
     if uri is None:
         raise ValueError("open_registry needs params or a tracking_uri")
+    # MLflow resolves `models:/m-<id>` sources (create_model_version, load_model) against the *global*
+    # URIs, not the client's: left unset, they default to ./mlflow.db of the current directory, which is
+    # the project's only when a stage runs from the project root (dvc), not in an Airflow worker
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     return Registry(MlflowClient(tracking_uri=uri, registry_uri=uri))
 
 

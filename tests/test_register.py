@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from pipelines.config import Params, RegisterParams
 from pipelines.errors import GateFailed, StageError
 from pipelines.features import FEATURE_COLUMNS as FEAST_COLUMNS
 from pipelines.registry import CHALLENGER, CHAMPION, open_registry
-from tests.conftest import make_project
+from tests.conftest import REPO_ROOT, make_project
 
 pytestmark = pytest.mark.integration
 
@@ -180,3 +181,40 @@ def test_refuses_missing_or_stale_inputs(trained: Any, tmp_path: Path) -> None:
     with pytest.raises(StageError, match=r"release\.json: not found"):
         register.run(empty, START, END)
     assert not open_registry(params).model_exists("reg_stale")
+
+
+def test_registers_from_any_working_directory(trained: Any, tmp_path: Path) -> None:
+    """A stage process that did not start in the project root (an Airflow worker) registers into the
+    project's store: MLflow resolves the `models:/m-<id>` source against the global URI, not the client's."""
+    import subprocess
+    import sys
+
+    base, first, _ = trained
+    params = _named(base, "reg_elsewhere")
+    use_release(params, first)
+    write_evaluation(params, first)
+    elsewhere = tmp_path / "worker-cwd"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["SLUICE_PARAMS"] = str(params.root / "params.yaml")
+    code = (
+        "import datetime as dt, json, os\n"
+        "from pipelines import register\n"
+        "from pipelines.config import RegisterParams, load_params\n"
+        "p = load_params(os.environ['SLUICE_PARAMS'])\n"
+        "p = p.model_copy(update={'register_': RegisterParams(model_name='reg_elsewhere')})\n"
+        f"print(json.dumps(register.run(p, dt.date.fromisoformat('{START}'), dt.date.fromisoformat('{END}')),"
+        " default=str))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=elsewhere,
+        env={**env, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["version"] == "1"
+    assert not (elsewhere / "mlflow.db").exists()  # nothing written to a stray store in the cwd
+    assert open_registry(params).alias_version("reg_elsewhere", CHAMPION) == "1"
