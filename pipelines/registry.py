@@ -399,9 +399,8 @@ def _quote(value: str) -> str:
 
 def open_registry(params: Params | None = None, tracking_uri: str | None = None) -> Registry:
     """A Registry on params.tracking_uri (or an explicit URI); registry URI = tracking URI."""
-    from mlflow.tracking import MlflowClient
-
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     uri = tracking_uri or (params.tracking_uri if params is not None else None)
     if uri is None:
