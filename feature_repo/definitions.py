@@ -21,11 +21,12 @@ entity = Entity(
     description="The actor events belong to (a card in the fraud use case).",
 )
 
-# Relative to this repo directory (Feast resolves FileSource paths against repo_path). A directory of
-# Hive-style date=YYYY-MM-DD partitions: the Dask offline store reads it whole.
+# Every date=YYYY-MM-DD partition written by pipelines.features, as a Parquet glob (what the DuckDB
+# offline store reads). Relative to this directory, for `feast` commands run from here; the pipeline
+# rewrites it to an absolute path when it applies these definitions.
 entity_activity_source = FileSource(
     name="entity_activity_source",
-    path="../data/features",
+    path="../data/features/date=*/*.parquet",
     timestamp_field="event_timestamp",
     description="Per-event entity state written by pipelines.features.",
 )

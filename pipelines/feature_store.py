@@ -1,8 +1,10 @@
 """Feast feature store: apply feature_repo/ definitions, materialize to the online store, read features.
 
 The store is built programmatically for a project root (absolute registry / online-store paths under
-data/feast, repo_path = the feature repo so the FileSource's relative path resolves to data/features), so
-stages, Airflow tasks and the serving process all see the same store whatever their working directory.
+data/feast, the FileSource's glob made absolute under data/features), so stages, Airflow tasks and the
+serving process all see the same store whatever their working directory. The offline store is Feast's
+DuckDB store (feature_repo/feature_store.yaml): historical joins and materialization are DuckDB queries
+over the Parquet partitions.
 
 Point-in-time: a features row is the entity's state AFTER its event; `historical_features` joins each
 event at `event_timestamp - 1 µs`, so it sees only strictly earlier events, exactly what the online store
@@ -34,9 +36,9 @@ TIMESTAMP = "event_timestamp"
 DEFINITIONS_FILE = "definitions.py"
 
 
-# The Dask file offline store joins every request row with all of its entity's feature rows before
-# filtering, so memory grows with rows x history; requests are sent in chunks of whole entities.
-_HISTORICAL_CHUNK_ROWS = 20_000
+# The point-in-time join pairs every request row with all of its entity's feature rows before keeping the
+# latest, so memory grows with rows x history; requests are sent in chunks of whole entities.
+_HISTORICAL_CHUNK_ROWS = 250_000
 _JOIN_OFFSET = pd.Timedelta(microseconds=1)
 
 
@@ -67,7 +69,7 @@ def repo_config(params: Params) -> Any:
         }
     else:
         raw["online_store"] = {"type": "sqlite", "path": str(feast_dir / "online.db")}
-    raw.setdefault("offline_store", {"type": "file"})
+    raw.setdefault("offline_store", {"type": "duckdb"})
     raw.setdefault("provider", "local")
     return RepoConfig(repo_path=repo, **raw)
 
@@ -105,12 +107,7 @@ def load_definitions(params: Params) -> list[Any]:
             value.ttl = dt.timedelta(days=params.features.history_days)
             source = value.batch_source
             if isinstance(source, FileSource):
-                resolved = Path(FileSource.get_uri_for_file_path(repo_dir(params), source.path)).resolve()
-                if resolved != params.paths.features.resolve():
-                    raise StageError(
-                        f"feature_store: {path}: source {source.name!r} reads {resolved}, "
-                        f"but features are written to {params.paths.features}"
-                    )
+                source.file_options.uri = _absolute_source(params, source.path, f"{path}: {source.name!r}")
         if isinstance(value, Entity | FeatureView | FeatureService | DataSource):
             objects.append(value)
     names = {getattr(o, "name", None) for o in objects}
@@ -120,6 +117,19 @@ def load_definitions(params: Params) -> list[Any]:
                 f"feature_store: {path} defines no {required!r} (found {sorted(map(str, names))})"
             )
     return objects
+
+
+def _absolute_source(params: Params, declared: str, where: str) -> str:
+    """The source's path made absolute (DuckDB reads it relative to the working directory, not the repo);
+    its folder (the part before any glob) must be data/features, where pipelines.features writes."""
+    parts = Path(declared).parts
+    glob_at = next((i for i, part in enumerate(parts) if any(ch in part for ch in "*?[")), len(parts))
+    folder = (repo_dir(params) / Path(*parts[:glob_at])).resolve()
+    if folder != params.paths.features.resolve():
+        raise StageError(
+            f"feature_store: {where} reads {folder}, but features are written to {params.paths.features}"
+        )
+    return str(folder.joinpath(*parts[glob_at:]))
 
 
 def apply(params: Params) -> FeatureStore:
@@ -177,8 +187,8 @@ def historical_features(
 
     Features are float64, NaN when the entity has no earlier event within the view's ttl (or the row's
     entity_id / event_timestamp is null). Pass `store` to reuse one FeatureStore. Each distinct
-    (entity_id, event_timestamp) is asked once; the answers are merged back by a row key, because Feast's
-    Dask file store drops request rows that have no feature row in range and collapses duplicates.
+    (entity_id, event_timestamp) is asked once and the answers are merged back by a row key: the result
+    never depends on whether an offline store keeps, drops or merges duplicate and unmatched rows.
     """
     missing = [c for c in (ENTITY_KEY, TIMESTAMP) if c not in events.columns]
     if missing:
@@ -209,13 +219,13 @@ def historical_features(
     store = store or get_store(params)
     service = _service(store, params)
     answers = []
-    # chunks of whole entities (requests are sorted by entity) bound the Dask join's memory
+    # chunks of whole entities (requests are sorted by entity) bound the join's memory
     entity_codes = requests[ENTITY_KEY].factorize()[0]
     chunk_of = _chunk_ids(entity_codes, _HISTORICAL_CHUNK_ROWS)
     for _, chunk in requests.groupby(chunk_of, sort=True):
         with warnings.catch_warnings():
-            # dask's shuffle warns about pandas downcasting on every call; nothing we can act on
-            warnings.simplefilter("ignore", FutureWarning)
+            # ibis warns about DuckDB's renamed fetch_arrow_table on every query; nothing we can act on
+            warnings.simplefilter("ignore", DeprecationWarning)
             job = store.get_historical_features(entity_df=chunk.reset_index(drop=True), features=service)
             answers.append(job.to_df()[["_request", *FEATURE_COLUMNS]])
     answer = pd.concat(answers, ignore_index=True) if answers else pd.DataFrame(columns=["_request"])

@@ -57,8 +57,8 @@ def test_online_features_hold_state_after_last_event(store_project) -> None:
 
 def test_historical_features_point_in_time_same_rows_and_order(store_project) -> None:
     params, events = store_project
-    # shuffled, with a duplicate row, an unknown entity and an event far beyond the ttl: Feast's Dask
-    # store drops or merges such rows; the helper must still return one row per input row, in order
+    # shuffled, with a duplicate row, an unknown entity and an event far beyond the ttl: an offline store
+    # may drop or merge such rows; the helper must still return one row per input row, in order
     extra = pd.DataFrame(
         {
             "entity_id": ["nobody", "e1"],
