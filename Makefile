@@ -34,6 +34,7 @@ lint: setup  ## ruff
 bench: setup  ## the benchmarks (slow; not part of CI)
 	$(PY) benchmarks/pipeline.py
 	$(PY) benchmarks/batch_inference.py
+	$(PY) benchmarks/monitoring.py
 
 clean:  ## remove generated data, reports, models and the local MLflow store
 	rm -rf data reports models mlflow.db mlartifacts
