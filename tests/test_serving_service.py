@@ -4,7 +4,8 @@ Covers: start-up from the registry by alias, /readyz, POST /predict (batched) an
 auth 401, rate limit 429, size 413, bad input 422 naming the field, cache never crossing release
 versions, sticky routing after a weight change, /health/dependencies, /metrics, the prediction log,
 the file job, a real online-store outage (private redis-server stopped mid-test) served with flagged
-fallback features and never a 5xx, and online == Spark batch scores for 200 sampled events.
+fallback features and never a 5xx, online == Spark batch scores for 200 sampled events, and `make bento`
+(build.py) packaging the champion.
 """
 
 from __future__ import annotations
@@ -409,3 +410,54 @@ def test_bentoml_serve_subprocess_with_sync_client(world: World, tmp_path: Path)
         assert httpx.post(f"{url}/predict", json=EXAMPLE, timeout=10).status_code == 401
         assert "sluice_predictions_total" in httpx.get(f"{url}/metrics", timeout=10).text
         assert httpx.get(f"{url}/health/dependencies", timeout=10).json()["ready"]
+
+
+def test_make_bento_builds_around_the_champion(world: World, tmp_path: Path) -> None:
+    """`make bento` (bentos/fraud_scorer/build.py) on a copy of the repo: the Bento holds the champion's
+    model, labels naming its version, and the code the service imports (pipelines, feature repo)."""
+    import os
+    import shutil
+    import subprocess
+
+    import yaml
+
+    ctx = tmp_path / "repo"  # the build writes bundled_release.json next to build.py: never into the repo
+    for sub in ("bentos", "pipelines", "feature_repo"):
+        shutil.copytree(REPO_ROOT / sub, ctx / sub, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    shutil.copy2(REPO_ROOT / "params.yaml", ctx / "params.yaml")
+    home = tmp_path / "bentoml_home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SLUICE_", "BENTOML_"))}
+    env.update(BENTOML_HOME=str(home), PYTHONPATH=str(ctx))
+    proc = subprocess.run(
+        [sys.executable, str(ctx / "bentos/fraud_scorer/build.py"), "--params", str(world.params_path)],
+        cwd=ctx,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    built = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert built["model_version"] == world.champion and built["alias"] == "champion"
+    assert (
+        json.loads((ctx / "bentos/fraud_scorer/bundled_release.json").read_text())["bento_model"]
+        == (built["model"])
+    )
+
+    name, version = built["bento"].split(":")
+    bento_dir = home / "bentos" / name / version
+    info = yaml.safe_load((bento_dir / "bento.yaml").read_text())
+    assert info["labels"]["model_version"] == world.champion
+    assert info["labels"]["fingerprint"] and info["labels"]["owner"] == "sluice"
+    assert [m["tag"] for m in info["models"]] == [built["model"]]
+    src = bento_dir / "src"
+    for shipped in (
+        "bentos/fraud_scorer/service.py",
+        "bentos/fraud_scorer/bundled_release.json",
+        "pipelines/predict.py",
+        "feature_repo/feature_store.yaml",
+        "params.yaml",
+    ):
+        assert (src / shipped).is_file(), shipped
+    model_name, model_version = built["model"].split(":")
+    assert (home / "models" / model_name / model_version / "model.yaml").is_file()
