@@ -129,6 +129,35 @@ def rollback(
     typer.echo(f"champion {move.previous} -> {move.version} (rollback: {reason})")
 
 
+@app.command()
+def gate(
+    version: Annotated[str | None, typer.Argument(help="model version (default: the challenger)")] = None,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh",
+            help="a data refresh of the same model: pass when not worse than the champion by more than "
+            "rollout.gate.refresh_tolerance, instead of beating it by rollout.gate.margin",
+        ),
+    ] = False,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Offline gate of VERSION vs the champion on data/dataset (what the champion_gate stage runs).
+
+    Writes reports/champion_gate.json and the version's gate.* tags; a failure removes `challenger` from
+    it and exits 1."""
+    from pipelines.champion_gate import run_gate
+    from pipelines.errors import StageError
+
+    reg, _ = _registry(params)
+    try:
+        out = run_gate(load_params(params), version, refresh=refresh, reg=reg)
+    except StageError as err:  # GateFailed included: the reasons are in the message
+        typer.echo(str(err), err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(json.dumps(out, default=str))
+
+
 canary_app = typer.Typer(
     help="canary rollout of the challenger (the same functions as the canary_rollout DAG)."
 )

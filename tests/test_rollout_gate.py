@@ -143,3 +143,38 @@ def test_run_gate_pass_and_fail_write_report_tags_and_drop_alias(gate_project: P
     assert reg.alias_version(name, "challenger") is None
     assert "champion gate failed" in reg.history(name)[-1].why
     assert json.loads((p.paths.reports / "champion_gate.json").read_text())["verdict"] == "fail"
+
+
+@pytest.mark.integration
+def test_sluice_gate_refresh_accepts_a_tie_that_the_default_gate_refuses(
+    gate_project: Params, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sluice gate [VERSION] [--refresh]`: a retrain on fresher data that scores like the champion is a
+    refresh (pass within refresh_tolerance), not an improvement (fail: it does not beat the champion)."""
+    from typer.testing import CliRunner
+
+    from pipelines import champion_gate
+    from pipelines.cli import app
+    from pipelines.registry import open_registry
+
+    p = gate_project
+    reg, name = open_registry(p), p.register_.model_name
+    reg.ensure_model(name)
+    for _ in range(2):
+        reg.client.create_model_version(name, source="file:///nonexistent", run_id=None)
+    reg.move_alias(name, "champion", "1", why="bootstrap")
+    reg.move_alias(name, "challenger", "2", why="registered")
+    # both versions score like `good`: only the models' loading is replaced, registry and data are real
+    monkeypatch.setattr(champion_gate, "_default_loader", lambda *_: lambda v: _Fake(good))
+    params_file = str(p.root / "params.yaml")
+
+    refused = CliRunner().invoke(app, ["gate", "--params", params_file])
+    assert refused.exit_code == 1 and "does not beat champion" in refused.output
+    assert reg.alias_version(name, "challenger") is None  # a failed gate drops the alias
+
+    accepted = CliRunner().invoke(app, ["gate", "2", "--refresh", "--params", params_file])
+    assert accepted.exit_code == 0, accepted.output
+    out = json.loads(accepted.output.strip().splitlines()[-1])
+    assert (out["verdict"], out["version"], out["champion_version"]) == ("pass", "2", "1")
+    report = json.loads((p.paths.reports / "champion_gate.json").read_text())
+    assert report["refresh"] is True and reg.get_version(name, "2").tags["gate.verdict"] == "pass"
