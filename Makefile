@@ -9,6 +9,10 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # uv ignores pip's machine-wide constraints file and resolves from uv.lock only
 export UV_LINK_MODE ?= copy
+# compile .pyc at install (~1 min once, ~2 s when up to date): every stage, task and server is a new
+# process importing Spark/MLflow/Airflow/Evidently, and without cached bytecode (PYTHONDONTWRITEBYTECODE,
+# a read-only venv) each recompiles them: the monitor stage took 35 s instead of 15 s
+export UV_COMPILE_BYTECODE ?= 1
 
 .PHONY: help setup run test lint bench clean
 
