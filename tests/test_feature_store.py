@@ -117,3 +117,17 @@ def test_features_before_apply_fail_clearly(project: Params) -> None:
     events = make_events(START, D(2026, 1, 2), n_entities=2, per_day=2)
     with pytest.raises(StageError, match=r"fraud_scorer_v1.*run the feature_store stage"):
         feature_store.historical_features(project, events)
+
+
+def test_source_glob_is_made_absolute_and_must_point_at_data_features(project: Params) -> None:
+    """DuckDB reads a FileSource relative to the working directory: load_definitions makes the repo's
+    relative glob absolute, and refuses a source outside data/features (Feast would read other data)."""
+    from feast.infra.offline_stores.file_source import FileSource
+
+    (source,) = [o for o in feature_store.load_definitions(project) if isinstance(o, FileSource)]
+    assert source.path == str(project.paths.features.resolve() / "date=*" / "*.parquet")
+
+    definitions = project.root / "feature_repo" / "definitions.py"
+    definitions.write_text(definitions.read_text().replace("../data/features/", "../data/elsewhere/"))
+    with pytest.raises(StageError, match=r"data/elsewhere, but features are written to .*data/features"):
+        feature_store.load_definitions(project)
