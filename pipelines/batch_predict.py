@@ -68,11 +68,10 @@ def _cached_release(
         from pipelines.predict import load_release
 
         if tracking_uri:
-            import mlflow
+            from pipelines.registry import use_tracking_uri
 
             # worker processes start with MLflow's default (a relative sqlite file): point them at ours
-            mlflow.set_tracking_uri(tracking_uri)
-            mlflow.set_registry_uri(tracking_uri)
+            use_tracking_uri(tracking_uri)
         if device != "cpu":
             from pipelines.spark import pin_task_gpu
 

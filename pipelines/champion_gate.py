@@ -197,12 +197,10 @@ def _figures(result: Mapping[str, Any]) -> str:
 
 def _default_loader(params: Params, reg: Registry, name: str) -> Callable[[str], Any]:
     def load(version: str) -> Any:
-        import mlflow
-
         from pipelines.predict import load_release
-        from pipelines.registry import version_uri
+        from pipelines.registry import use_tracking_uri, version_uri
 
-        mlflow.set_tracking_uri(params.tracking_uri)
+        use_tracking_uri(params.tracking_uri)
         fp = reg.get_version(name, version).tags.get("fingerprint")
         return load_release(version_uri(name, version), expected_fingerprint=fp)
 

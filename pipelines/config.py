@@ -433,8 +433,8 @@ class Params(_Section):
     def tracking_uri(self) -> str:
         """MLflow tracking URI: params (where `load_params` put MLFLOW_TRACKING_URI), else SQLite under root.
 
-        The env var is read once, at load time: `mlflow.set_tracking_uri()` writes that same env var,
-        so reading it here would let one project's URI leak into another loaded later in the process.
+        The env var is read once, at load time (`registry.use_tracking_uri` keeps mlflow's setters from
+        exporting one project's URI into it for the params loaded after).
         """
         return self.mlflow.tracking_uri or f"sqlite:///{self.paths.mlflow_db}"
 

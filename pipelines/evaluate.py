@@ -192,11 +192,11 @@ def _csv(df: pd.DataFrame) -> str:
 
 def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     """Score valid/test with the trained release, write reports, raise GateFailed if a gate fails."""
-    import mlflow
+    from pipelines.registry import use_tracking_uri
 
     doc = read_release_doc(params)
     valid, test = _split(params, "valid"), _split(params, "test")
-    mlflow.set_tracking_uri(params.tracking_uri)
+    use_tracking_uri(params.tracking_uri)
     release = load_release(doc["model_uri"], expected_fingerprint=doc.get("fingerprint"))
     p_valid, p_test = release.score(valid), release.score(test)
     y_valid, y_test = valid[LABEL].to_numpy(dtype=np.int64), test[LABEL].to_numpy(dtype=np.int64)

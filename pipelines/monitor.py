@@ -531,14 +531,11 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     ref_scored = False
     if champion is not None:
         try:  # prediction drift needs the champion's scores on its own training data
-            import mlflow
-
             from pipelines.predict import load_release
-            from pipelines.registry import version_uri
+            from pipelines.registry import use_tracking_uri, version_uri
 
             # registry URIs resolve against the global URI (as batch_predict does)
-            mlflow.set_tracking_uri(params.tracking_uri)
-            mlflow.set_registry_uri(params.tracking_uri)
+            use_tracking_uri(params.tracking_uri)
             release = load_release(version_uri(champion["model_name"], champion["version"]))
             ref_x[SCORE] = release.score(reference.loc[ref_x.index])
             ref_scored = True

@@ -397,19 +397,35 @@ def _quote(value: str) -> str:
     return value
 
 
+def use_tracking_uri(uri: str) -> None:
+    """Point MLflow's process-global tracking and registry URIs at `uri`.
+
+    MLflow resolves `models:/` URIs (create_model_version's source, load_model) against these globals,
+    not against a client's; unset, they default to ./mlflow.db of the current directory, the project's
+    only when a stage runs from the project root (dvc), not in an Airflow worker. mlflow's setters also
+    export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, which `load_params` takes as an override: those are
+    put back as they were, so one project's URI never leaks into params loaded later in this process.
+    """
+    import mlflow
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def open_registry(params: Params | None = None, tracking_uri: str | None = None) -> Registry:
     """A Registry on params.tracking_uri (or an explicit URI); registry URI = tracking URI."""
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri or (params.tracking_uri if params is not None else None)
     if uri is None:
         raise ValueError("open_registry needs params or a tracking_uri")
-    # MLflow resolves `models:/m-<id>` sources (create_model_version, load_model) against the *global*
-    # URIs, not the client's: left unset, they default to ./mlflow.db of the current directory, which is
-    # the project's only when a stage runs from the project root (dvc), not in an Airflow worker
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    use_tracking_uri(uri)  # the client's own calls resolve `models:/m-<id>` sources through the globals
     return Registry(MlflowClient(tracking_uri=uri, registry_uri=uri))
 
 

@@ -478,13 +478,11 @@ def default_release_loader(params: Params) -> Callable[[str, str | None], Releas
     """Load `models:/<name>/<version>` through pipelines.predict (fingerprint verified against the tag)."""
 
     def load(model_uri: str, fingerprint: str | None) -> Release:
-        import mlflow
-
         from pipelines.predict import load_release
+        from pipelines.registry import use_tracking_uri
 
         # pyfunc loading resolves models:/ URIs against the global registry URI: point it at ours
-        mlflow.set_tracking_uri(params.tracking_uri)
-        mlflow.set_registry_uri(params.tracking_uri)
+        use_tracking_uri(params.tracking_uri)
         release = load_release(model_uri, expected_fingerprint=fingerprint)
         # an MLP goes to the GPU when there is one; trees stay on CPU (copying each small online batch to
         # the GPU and back costs more than scoring it there saves)

@@ -274,7 +274,9 @@ def ensure_experiment(params: Params) -> str:
     """Set the tracking URI and return the experiment id (created with artifacts under the project)."""
     import mlflow
 
-    mlflow.set_tracking_uri(params.tracking_uri)
+    from pipelines.registry import use_tracking_uri
+
+    use_tracking_uri(params.tracking_uri)
     name = params.mlflow.experiment
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:

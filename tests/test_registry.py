@@ -138,3 +138,22 @@ def test_who_defaults_to_sluice_user_then_os_user(monkeypatch: pytest.MonkeyPatc
     assert current_user() == "airflow:canary"
     monkeypatch.delenv("SLUICE_USER")
     assert current_user()
+
+
+@pytest.mark.unit
+def test_use_tracking_uri_sets_mlflow_globals_without_exporting_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The globals are what `models:/` URIs resolve against; the env vars are what load_params reads, so a
+    project's URI must not be exported into them (the next project loaded in-process would get it)."""
+    import os
+
+    import mlflow
+
+    from pipelines.registry import use_tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "sqlite:////srv/shared.db")
+    use_tracking_uri("sqlite:////tmp/project-a/mlflow.db")
+    assert mlflow.get_tracking_uri() == "sqlite:////tmp/project-a/mlflow.db"
+    assert mlflow.get_registry_uri() == "sqlite:////tmp/project-a/mlflow.db"
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert os.environ["MLFLOW_REGISTRY_URI"] == "sqlite:////srv/shared.db"  # a user's setting stays

@@ -28,9 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import bentoml
-    import mlflow
 
-    from pipelines.registry import CHAMPION, open_registry, version_uri
+    from pipelines.registry import CHAMPION, open_registry, use_tracking_uri, version_uri
     from pipelines.serving import serving_params
 
     params = serving_params(args.params)
@@ -42,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     version, tags = str(mv.version), dict(mv.tags)
-    mlflow.set_tracking_uri(params.tracking_uri)
-    mlflow.set_registry_uri(params.tracking_uri)
+    use_tracking_uri(params.tracking_uri)
     labels = {
         "model_name": name,
         "model_version": version,
