@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -13,6 +17,8 @@ import yaml
 from pipelines.config import Params, load_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# the PostgreSQL server the "production" configurations are tested against (trust auth here)
+PG_SERVER = os.environ.get("SLUICE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 
 # A tiny synthetic world: big enough for every stage to have frauds to learn, small enough for seconds.
 TINY_PARAMS: dict[str, Any] = {
@@ -81,3 +87,33 @@ def spark() -> Iterator[Any]:
     session = get_spark(SparkParams(master="local[1]"), app_name="sluice-tests")
     yield session
     session.stop()
+
+
+def reachable(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True when a TCP connection to host:port opens."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A throwaway PostgreSQL database; yields its SQLAlchemy URL (psycopg2 driver); dropped afterwards."""
+    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 not installed")
+    parts = urlsplit(PG_SERVER)
+    if not reachable(parts.hostname or "127.0.0.1", parts.port or 5432):
+        pytest.skip(f"PostgreSQL not reachable at {PG_SERVER}")
+    name = f"sluice_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(f"{PG_SERVER}/postgres")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        # SQLAlchemy 2's bare postgresql:// means psycopg 3, which is not installed: name the driver
+        yield f"{PG_SERVER.replace('postgresql://', 'postgresql+psycopg2://', 1)}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

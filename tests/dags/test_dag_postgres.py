@@ -8,18 +8,13 @@ Each test creates a throwaway database and drops it afterwards:
   (slow: ~5 minutes here, `pytest -m slow`).
 Skipped when PostgreSQL is not reachable or Airflow's drivers (psycopg2 + asyncpg: the
 `apache-airflow[postgres]` extra) are not installed.
-Server: $SLUICE_TEST_PG (default postgresql://postgres@127.0.0.1:5432, trust auth as on the dev machines).
+Server: $SLUICE_TEST_PG (tests/conftest.py; default postgresql://postgres@127.0.0.1:5432, trust auth).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import socket
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -29,44 +24,21 @@ from tests.dags.conftest import airflow_env, migrate, run_driver
 
 pytestmark = pytest.mark.integration
 
-SERVER = os.environ.get("SLUICE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 DAY = dt.date(2026, 1, 3)
 
 
-def _reachable(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
-def pg_database() -> Iterator[str]:
-    """A fresh database on the server; yields its SQLAlchemy URL; dropped after the test."""
-    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 not installed (Airflow's PostgreSQL driver)")
+def airflow_pg(pg_database: str) -> str:
+    """tests/conftest.py's throwaway database, once Airflow 3's async driver is known to be installed."""
     pytest.importorskip("asyncpg", reason="asyncpg not installed (Airflow 3's async PostgreSQL driver)")
-    if not _reachable(SERVER):
-        pytest.skip(f"PostgreSQL not reachable at {SERVER}")
-    name = f"sluice_airflow_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(f"{SERVER}/postgres")
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        yield f"{SERVER.replace('postgresql://', 'postgresql+psycopg2://', 1)}/{name}"
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
+    return pg_database
 
 
-def test_ingestion_tasks_on_postgres(tmp_path: Path, pg_database: str) -> None:
+def test_ingestion_tasks_on_postgres(tmp_path: Path, airflow_pg: str) -> None:
     params = make_project(tmp_path / "project")
     home = tmp_path / "airflow_home"
     home.mkdir()
-    env = airflow_env(home, params.root / "params.yaml", db_url=pg_database)
+    env = airflow_env(home, params.root / "params.yaml", db_url=airflow_pg)
     migrate(env)
     logical = dt.datetime.combine(DAY + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC).isoformat()
     steps = [{"dag": "ingestion", "logical_date": logical}]
@@ -86,10 +58,10 @@ def test_ingestion_tasks_on_postgres(tmp_path: Path, pg_database: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_chain_on_postgres_with_local_executor(pg_database: str, standalone_factory) -> None:  # type: ignore[no-untyped-def]
+def test_chain_on_postgres_with_local_executor(airflow_pg: str, standalone_factory) -> None:  # type: ignore[no-untyped-def]
     import time
 
-    server, params = standalone_factory(db_url=pg_database)
+    server, params = standalone_factory(db_url=airflow_pg)
     assert server.env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     for dag_id in ("ingestion", "features", "training"):
         server.wait_dag(dag_id)
@@ -114,7 +86,7 @@ def test_chain_on_postgres_with_local_executor(pg_database: str, standalone_fact
     # the runs live in PostgreSQL, not in a SQLite file
     assert not (server.home / "airflow.db").exists()
     psycopg2 = pytest.importorskip("psycopg2")
-    with psycopg2.connect(pg_database.replace("+psycopg2", "")) as conn, conn.cursor() as cur:
+    with psycopg2.connect(airflow_pg.replace("+psycopg2", "")) as conn, conn.cursor() as cur:
         cur.execute("SELECT dag_id, state FROM dag_run ORDER BY dag_id")
         assert cur.fetchall() == [("features", "success"), ("ingestion", "success"), ("training", "success")]
 

@@ -11,24 +11,14 @@ import socket
 import subprocess
 import time
 import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
-PG_SERVER = os.environ.get("SLUICE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+from tests.conftest import reachable
+
 REDIS = os.environ.get("SLUICE_TEST_REDIS", "127.0.0.1:6379")
-
-
-def reachable(host: str, port: int, timeout: float = 2.0) -> bool:
-    """True when a TCP connection to host:port opens."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def free_port(preferred: int | None = None) -> int:
@@ -84,24 +74,3 @@ def http_ok(url: str) -> bool:
             return resp.status == 200
     except OSError:
         return False
-
-
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    """A throwaway PostgreSQL database; yields its SQLAlchemy URL (psycopg2 driver); dropped afterwards."""
-    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 not installed")
-    parts = urlsplit(PG_SERVER)
-    if not reachable(parts.hostname or "127.0.0.1", parts.port or 5432):
-        pytest.skip(f"PostgreSQL not reachable at {PG_SERVER}")
-    name = f"sluice_scale_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(f"{PG_SERVER}/postgres")
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        # SQLAlchemy 2's bare postgresql:// means psycopg 3, which is not installed: name the driver
-        yield f"{PG_SERVER.replace('postgresql://', 'postgresql+psycopg2://', 1)}/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
