@@ -153,6 +153,22 @@ def explicit_range(params: Mapping[str, Any]) -> Range | None:
     return s, e
 
 
+def _form_range(ctx: Mapping[str, Any]) -> Range | None:
+    """The trigger form's start/end of the running task's context; a bad pair fails the task, unretried."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        return explicit_range(ctx.get("params") or {})
+    except ValueError as err:
+        raise AirflowFailException(str(err)) from err
+
+
+def _asset_ranges(ctx: Mapping[str, Any], asset: Asset) -> list[Range]:
+    """Merged ranges from the extras of the `asset` events that triggered this run (empty if none)."""
+    events = (ctx.get("triggering_asset_events") or {}).get(asset, [])
+    return ranges_from_extras(ev.extra for ev in events)
+
+
 def run_ranges(asset: Asset | None = None) -> list[Range]:
     """The ranges this run processes: trigger-form start/end > triggering `asset` events > data interval.
 
@@ -162,15 +178,11 @@ def run_ranges(asset: Asset | None = None) -> list[Range]:
     from airflow.sdk.exceptions import AirflowFailException
 
     ctx = get_current_context()
-    try:
-        explicit = explicit_range(ctx.get("params") or {})
-    except ValueError as err:
-        raise AirflowFailException(str(err)) from err
+    explicit = _form_range(ctx)
     if explicit:
         return [explicit]
     if asset is not None:
-        events = (ctx.get("triggering_asset_events") or {}).get(asset, [])
-        ranges = ranges_from_extras(ev.extra for ev in events)
+        ranges = _asset_ranges(ctx, asset)
         if ranges:
             return ranges
     start, end = ctx.get("data_interval_start"), ctx.get("data_interval_end")
@@ -189,17 +201,11 @@ def interval() -> Range:
 
 def training_range() -> Range:
     """Training data range: trigger form > retrain asset extra > schedule window > params data range."""
-    from airflow.sdk.exceptions import AirflowFailException
-
     ctx = get_current_context()
-    try:
-        explicit = explicit_range(ctx.get("params") or {})
-    except ValueError as err:
-        raise AirflowFailException(str(err)) from err
+    explicit = _form_range(ctx)
     if explicit:
         return explicit
-    events = (ctx.get("triggering_asset_events") or {}).get(RETRAIN, [])
-    ranges = ranges_from_extras(ev.extra for ev in events)
+    ranges = _asset_ranges(ctx, RETRAIN)
     if ranges:
         return ranges[0][0], ranges[-1][1]
     p = load()
