@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.features import FEATURE_COLUMNS as FEAST_COLUMNS
+from pipelines.contract import FEATURE_COLUMNS as FEAST_COLUMNS
 
 KEEP = ("event_id", "entity_id", "event_timestamp")
 THRESHOLD = 0.5
@@ -168,8 +168,8 @@ def main() -> None:
 
     from pipelines.batch_predict import score_spark
     from pipelines.config import SparkParams
+    from pipelines.engines.spark import get_spark
     from pipelines.predict import decide
-    from pipelines.spark import get_spark
 
     def one_process() -> int:
         table = pq.read_table(data)

@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.gpu [--rows 1000000] [--trees 200] [--master local[*]] [--serving]
 
 For each workload the CPU side is always measured; the GPU side only when a CUDA device is visible
-(pipelines.spark.gpu_addresses + torch.cuda). Without a GPU the script prints "no GPU: ratios not measured"
+(engines.spark.gpu_addresses + torch.cuda). Without a GPU the script prints "no GPU: ratios not measured"
 for every ratio and exits 0, so it doubles as a smoke test of the GPU code paths' CPU fallback.
 
 - XGBoost training: pipelines.train.fit_release (the train stage's core) on `--rows` synthetic rows
@@ -33,7 +33,7 @@ NO_GPU = "no GPU: ratios not measured"
 
 def has_gpu() -> bool:
     """A CUDA device usable from this process (nvidia-smi lists one and torch can reach it)."""
-    from pipelines.spark import gpu_addresses
+    from pipelines.engines.spark import gpu_addresses
 
     if not gpu_addresses():
         return False
@@ -74,8 +74,8 @@ def bench_spark_inference(
     from benchmarks.batch_inference import KEEP, THRESHOLD, make_frame, train_release
     from pipelines.batch_predict import arrow_batch_size, score_spark
     from pipelines.config import BatchPredictParams, SparkParams
+    from pipelines.engines.spark import get_spark
     from pipelines.predict import input_columns, log_release
-    from pipelines.spark import get_spark
 
     frame = make_frame(rows, seed=2)
     data = work / "features.parquet"

@@ -222,7 +222,7 @@ def write_variant(project: Path, name: str, serve: dict[str, Any]) -> Path:
 
 def set_champion(project: Path, version: str) -> None:
     from pipelines.config import load_params
-    from pipelines.registry import open_registry
+    from pipelines.engines.registry import open_registry
 
     params = load_params(project / "params.yaml")
     reg = open_registry(params)
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         project, champion, mlp = world.params_path.parent, world.champion, world.mlp
     else:
         from pipelines.config import load_params
-        from pipelines.registry import open_registry
+        from pipelines.engines.registry import open_registry
 
         project = args.project.resolve()
         p = load_params(project / "params.yaml")

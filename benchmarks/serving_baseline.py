@@ -16,8 +16,8 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from pipelines.feature_store import FEATURE_COLUMNS
-from pipelines.registry import CHAMPION, open_registry, version_uri
+from pipelines.contract import CHAMPION, FEATURE_COLUMNS
+from pipelines.engines.registry import open_registry, version_uri
 from pipelines.serving import (
     OnlineFeatureReader,
     ScoreRequest,

@@ -2,7 +2,7 @@
 ### canary_rollout: ramp the challenger on live traffic, roll back on a guardrail breach, else promote
 
 Triggered by the `sluice://challenger/gated` asset (the training DAG's champion gate passed), or by hand.
-One task, a thin call into `pipelines.rollout.run_canary`: for each weight of `rollout.steps`
+One task, a thin call into `pipelines.ops.rollout.run_canary`: for each weight of `rollout.steps`
 (default 5 -> 20 -> 50 -> 100 %) it writes the registry's rollout tags (the serving process re-reads them
 every `serve.refresh_s`), then every `rollout.poll_s` reads the live per-arm figures of the step from the
 prediction log (error rate, p99 latency, score PSI vs champion, precision/recall where labels arrived).
@@ -50,7 +50,7 @@ def canary_rollout() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from pipelines.errors import StageError
-        from pipelines.rollout import run_canary
+        from pipelines.ops.rollout import run_canary
 
         try:
             return run_canary(load(), who="airflow:canary_rollout")

@@ -68,12 +68,12 @@ def _cached_release(
         from pipelines.predict import load_release
 
         if tracking_uri:
-            from pipelines.registry import use_tracking_uri
+            from pipelines.engines.registry import use_tracking_uri
 
             # worker processes start with MLflow's default (a relative sqlite file): point them at ours
             use_tracking_uri(tracking_uri)
         if device != "cpu":
-            from pipelines.spark import pin_task_gpu
+            from pipelines.engines.spark import pin_task_gpu
 
             pin_task_gpu()  # the GPU Spark assigned to this task (cluster GPU scheduling), before CUDA init
         release = load_release(model_uri, device=device, expected_fingerprint=fingerprint)
@@ -213,7 +213,7 @@ def finalize_day(table: pa.Table, threshold: float, model_name: str, model_versi
 
 def _resolve_release(params: Params) -> tuple[str, str, dict[str, str]]:
     """(model_name, version, version tags) of params.batch_predict.alias, or StageError."""
-    from pipelines.registry import open_registry
+    from pipelines.engines.registry import open_registry
 
     name, alias = params.register_.model_name, params.batch_predict.alias
     registry = open_registry(params)
@@ -236,10 +236,10 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
 
     import pyarrow.parquet as pq
 
-    from pipelines.feature_store import historical_features
+    from pipelines.engines.feast_store import historical_features
+    from pipelines.engines.registry import version_uri
+    from pipelines.engines.spark import get_spark, wants_gpu, with_gpu_conf
     from pipelines.predict import input_columns
-    from pipelines.registry import version_uri
-    from pipelines.spark import get_spark, wants_gpu, with_gpu_conf
 
     paths = params.paths
     parts = existing_partitions(paths.validated, start, end)
@@ -330,6 +330,6 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from pipelines.cli import stage_main
+    from pipelines.stage_cli import stage_main
 
     stage_main(run, "batch_predict")

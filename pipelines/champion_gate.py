@@ -29,7 +29,7 @@ from pipelines.errors import GateFailed, StageError
 
 if TYPE_CHECKING:
     from pipelines.config import ChampionGateParams, Params
-    from pipelines.registry import Registry
+    from pipelines.engines.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,8 @@ def _figures(result: Mapping[str, Any]) -> str:
 
 def _default_loader(params: Params, reg: Registry, name: str) -> Callable[[str], Any]:
     def load(version: str) -> Any:
+        from pipelines.engines.registry import use_tracking_uri, version_uri
         from pipelines.predict import load_release
-        from pipelines.registry import use_tracking_uri, version_uri
 
         use_tracking_uri(params.tracking_uri)
         fp = reg.get_version(name, version).tags.get("fingerprint")
@@ -219,9 +219,10 @@ def run_gate(
     Writes reports/champion_gate.json and the version's `gate.*` tags. On failure the `challenger` alias
     is removed (with the reason in the history) and GateFailed is raised.
     """
+    from pipelines.contract import CHALLENGER, CHAMPION
+    from pipelines.engines.registry import open_registry
     from pipelines.evaluate import LABEL, _split, evaluate
     from pipelines.io import atomic_write_json
-    from pipelines.registry import CHALLENGER, CHAMPION, open_registry
 
     reg = reg or open_registry(params)
     name = params.register_.model_name
@@ -269,6 +270,6 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from pipelines.cli import stage_main
+    from pipelines.stage_cli import stage_main
 
     stage_main(run, "champion_gate")

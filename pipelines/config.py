@@ -16,30 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-# Canonical event schema. Source logs are mapped onto these names by `ingest.source.columns`.
-REQUIRED_COLUMNS: tuple[str, ...] = ("entity_id", "event_timestamp", "amount", "label")
-OPTIONAL_COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "merchant",
-    "category",
-    "latitude",
-    "longitude",
-    "merchant_latitude",
-    "merchant_longitude",
-)
-CANONICAL_COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "entity_id",
-    "event_timestamp",
-    "amount",
-    "merchant",
-    "category",
-    "label",
-    "latitude",
-    "longitude",
-    "merchant_latitude",
-    "merchant_longitude",
-)
+from pipelines.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS
 
 
 class ParamsError(ValueError):
@@ -122,12 +99,12 @@ class ValidateParams(_Section):
 
 
 class SparkGpuParams(_Section):
-    """Spark GPU resources (pipelines.spark.gpu_conf), applied only when batch_predict.device asks for one."""
+    """Spark GPU resources (engines.spark.gpu_conf), applied only when batch_predict.device asks for one."""
 
     # GPUs per executor and per task (a fraction lets tasks share one: 0.25 = 4 concurrent tasks per GPU)
     executor_amount: int = Field(1, gt=0)
     task_amount: float = Field(1.0, gt=0)
-    # executor discovery script, run on each executor host; None = pipelines/gpu_discovery.sh (nvidia-smi)
+    # discovery script run on each executor host; None = pipelines/engines/gpu_discovery.sh (nvidia-smi)
     discovery_script: str | None = None
 
 
@@ -312,7 +289,7 @@ class MonitorParams(_Section):
 
 
 class GuardrailParams(_Section):
-    """Live guardrails of a canary step (pipelines/rollout.py); any breach rolls the challenger back."""
+    """Live guardrails of a canary step (pipelines/ops/rollout.py); any breach rolls the challenger back."""
 
     # challenger-routed requests that failed (answered by the champion's fallback) / all routed to it
     max_error_rate: float = Field(0.02, ge=0, le=1)
@@ -344,7 +321,7 @@ class ChampionGateParams(_Section):
 
 
 class RolloutParams(_Section):
-    """Canary rollout (pipelines/rollout.py, dags/canary_rollout.py, `sluice canary`)."""
+    """Canary rollout (pipelines/ops/rollout.py, dags/canary_rollout.py, `sluice canary`)."""
 
     # challenger traffic weights (percent) the canary ramps through; the last must be 100
     steps: list[float] = Field(default_factory=lambda: [5.0, 20.0, 50.0, 100.0])

@@ -69,7 +69,8 @@ def _summary(part: pd.DataFrame) -> dict[str, Any]:
 
 def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     """Build data/dataset/{train,valid,test}.parquet + summary.json for the events of [start, end)."""
-    from pipelines.feature_store import FEATURE_COLUMNS, historical_features
+    from pipelines.contract import FEATURE_COLUMNS
+    from pipelines.engines.feast_store import historical_features
 
     src = params.paths.validated
     events = io.read_partitions(src, start, end)
@@ -105,6 +106,6 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from pipelines.cli import stage_main
+    from pipelines.stage_cli import stage_main
 
     stage_main(run, "dataset")

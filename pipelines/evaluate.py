@@ -192,7 +192,7 @@ def _csv(df: pd.DataFrame) -> str:
 
 def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     """Score valid/test with the trained release, write reports, raise GateFailed if a gate fails."""
-    from pipelines.registry import use_tracking_uri
+    from pipelines.engines.registry import use_tracking_uri
 
     doc = read_release_doc(params)
     valid, test = _split(params, "valid"), _split(params, "test")
@@ -225,6 +225,6 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from pipelines.cli import stage_main
+    from pipelines.stage_cli import stage_main
 
     stage_main(run, "evaluate")

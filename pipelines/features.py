@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from pipelines import io
 from pipelines.config import Params
+from pipelines.contract import FEATURE_SCHEMA
 from pipelines.errors import StageError
 
 if TYPE_CHECKING:
@@ -27,29 +28,7 @@ if TYPE_CHECKING:
 WINDOWS: dict[str, int] = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
 MIN_LOOKBACK_DAYS = 7
 
-# Output schema of one features partition (the contract, in column order).
-FEATURE_SCHEMA = pa.schema(
-    [
-        ("entity_id", pa.string()),
-        ("event_timestamp", pa.timestamp("us", tz="UTC")),
-        ("txn_count_1h", pa.int64()),
-        ("amount_sum_1h", pa.float64()),
-        ("txn_count_24h", pa.int64()),
-        ("amount_sum_24h", pa.float64()),
-        ("amount_mean_24h", pa.float64()),
-        ("txn_count_7d", pa.int64()),
-        ("amount_sum_7d", pa.float64()),
-        ("amount_mean_7d", pa.float64()),
-        ("distinct_merchants_24h", pa.int64()),
-        ("amount_mean_hist", pa.float64()),
-        ("amount_std_hist", pa.float64()),
-        ("txn_count_hist", pa.int64()),
-        ("last_event_ts", pa.float64()),
-    ]
-)
 OUTPUT_COLUMNS: list[str] = FEATURE_SCHEMA.names
-# the feature columns proper (the Feast view's schema): the one list every other module imports
-FEATURE_COLUMNS: list[str] = [c for c in OUTPUT_COLUMNS if c not in ("entity_id", "event_timestamp")]
 
 
 def lookback_days(history_days: int) -> int:
@@ -148,7 +127,7 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     """Compute features for events of [start, end) and replace data/features/date=D/ for each date D."""
     from pyspark.sql import functions as F
 
-    from pipelines.spark import get_spark
+    from pipelines.engines.spark import get_spark
 
     src = params.paths.validated
     dest = params.paths.features
@@ -208,6 +187,6 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from pipelines.cli import stage_main
+    from pipelines.stage_cli import stage_main
 
     stage_main(run, "features")

@@ -62,6 +62,6 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from pipelines.cli import stage_main
+    from pipelines.stage_cli import stage_main
 
     stage_main(run, "ingest")

@@ -424,7 +424,8 @@ def champion_info(params: Params) -> dict[str, Any] | None:
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return None
     try:
-        from pipelines.registry import CHAMPION, open_registry
+        from pipelines.contract import CHAMPION
+        from pipelines.engines.registry import open_registry
 
         reg = open_registry(params)
         name = params.register_.model_name
@@ -531,8 +532,8 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     ref_scored = False
     if champion is not None:
         try:  # prediction drift needs the champion's scores on its own training data
+            from pipelines.engines.registry import use_tracking_uri, version_uri
             from pipelines.predict import load_release
-            from pipelines.registry import use_tracking_uri, version_uri
 
             # registry URIs resolve against the global URI (as batch_predict does)
             use_tracking_uri(params.tracking_uri)
@@ -641,6 +642,6 @@ def load_history(directory: Path) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from pipelines.cli import stage_main
+    from pipelines.stage_cli import stage_main
 
     stage_main(run, "monitor")

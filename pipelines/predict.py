@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from pipelines.contract import FEATURE_COLUMNS
 from pipelines.errors import StageError
-from pipelines.features import FEATURE_COLUMNS
 
 if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import Params
+from pipelines.contract import CHALLENGER, CHAMPION
+from pipelines.engines.registry import Registry, ReleaseTags, open_registry, version_uri
 from pipelines.errors import GateFailed, StageError
 from pipelines.io import atomic_write_json
-from pipelines.registry import CHALLENGER, CHAMPION, Registry, ReleaseTags, open_registry, version_uri
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,6 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from pipelines.cli import stage_main
+    from pipelines.stage_cli import stage_main
 
     stage_main(run, "register")

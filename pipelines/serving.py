@@ -45,18 +45,17 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.config import Params
+from pipelines.contract import CHALLENGER, CHAMPION
 from pipelines.errors import StageError
 
 if TYPE_CHECKING:
+    from pipelines.engines.registry import Registry
     from pipelines.predict import Release
-    from pipelines.registry import Registry
     from pipelines.serving_log import PredictionLogWriter
     from pipelines.serving_metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 # where the features a prediction used came from
 SOURCE_ONLINE = "online"  # the online store answered (an unknown entity gets the empty state: still fresh)
 SOURCE_LAST_KNOWN = "last_known"  # store unreachable/slow: this process's last answer for the entity
@@ -257,7 +256,7 @@ class CircuitBreaker:
 class OnlineFeatureReader:
     """Feast online lookups with ONE FeatureStore per process (building one per call costs milliseconds).
 
-    Same values as `pipelines.feature_store.online_features` (FEATURE_COLUMNS as float64, NaN for unknown
+    Same values as `engines.feast_store.online_features` (FEATURE_COLUMNS as float64, NaN for unknown
     entities), which builds a new store per call and goes through `to_dict()` (~60 us/entity of protobuf
     conversion; reading the response proto directly costs ~10 us/entity). Returns a float64 matrix
     (rows = `entity_ids`, columns = FEATURE_COLUMNS).
@@ -273,7 +272,7 @@ class OnlineFeatureReader:
         if self._store is None:
             with self._lock:
                 if self._store is None:
-                    from pipelines.feature_store import get_store
+                    from pipelines.engines.feast_store import get_store
 
                     store = get_store(self.params)
                     self._service = store.get_feature_service(self.params.feature_store.feature_service)
@@ -281,7 +280,7 @@ class OnlineFeatureReader:
                     tolerate_sqlite_timestamps()
 
     def __call__(self, entity_ids: list[str]) -> np.ndarray:
-        from pipelines.feature_store import ENTITY_KEY, FEATURE_COLUMNS
+        from pipelines.contract import ENTITY_KEY, FEATURE_COLUMNS
 
         self._ensure()
         resp = self._store.get_online_features(
@@ -478,8 +477,8 @@ def default_release_loader(params: Params) -> Callable[[str, str | None], Releas
     """Load `models:/<name>/<version>` through pipelines.predict (fingerprint verified against the tag)."""
 
     def load(model_uri: str, fingerprint: str | None) -> Release:
+        from pipelines.engines.registry import use_tracking_uri
         from pipelines.predict import load_release
-        from pipelines.registry import use_tracking_uri
 
         # pyfunc loading resolves models:/ URIs against the global registry URI: point it at ours
         use_tracking_uri(params.tracking_uri)
@@ -525,7 +524,7 @@ class ServingEngine:
         fallback_release: Callable[[], LoadedRelease] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from pipelines.feature_store import FEATURE_COLUMNS
+        from pipelines.contract import FEATURE_COLUMNS
 
         self.params = params
         self.cfg = params.serve
@@ -561,7 +560,7 @@ class ServingEngine:
     @property
     def registry(self) -> Registry:
         if self._registry is None:
-            from pipelines.registry import open_registry
+            from pipelines.engines.registry import open_registry
 
             self._registry = open_registry(self.params)
         return self._registry
@@ -642,7 +641,7 @@ class ServingEngine:
             return changed
 
     def _refresh(self) -> bool:
-        from pipelines.registry import version_uri
+        from pipelines.engines.registry import version_uri
 
         reg = self.registry
         aliases = reg.aliases(self.model_name)

@@ -274,7 +274,7 @@ def ensure_experiment(params: Params) -> str:
     """Set the tracking URI and return the experiment id (created with artifacts under the project)."""
     import mlflow
 
-    from pipelines.registry import use_tracking_uri
+    from pipelines.engines.registry import use_tracking_uri
 
     use_tracking_uri(params.tracking_uri)
     name = params.mlflow.experiment
@@ -357,6 +357,6 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from pipelines.cli import stage_main
+    from pipelines.stage_cli import stage_main
 
     stage_main(run, "train")

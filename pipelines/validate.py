@@ -9,7 +9,7 @@ failed partition and expectation. GX data docs (HTML) and summary.json go to rep
 The suite file holds `{"$PARAMETER": ...}` placeholders for the bounds that live in params.yaml
 (validate.min_rows, validate.max_rows, validate.max_amount); their values are passed to GX at run time
 as expectation parameters, so the JSON stays the one suite and params.yaml the one set of knobs.
-Expectations on optional columns (config.OPTIONAL_COLUMNS) are skipped for partitions without them.
+Expectations on optional columns (contract.OPTIONAL_COLUMNS) are skipped for partitions without them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipelines import io
-from pipelines.config import OPTIONAL_COLUMNS, Params
+from pipelines.config import Params
+from pipelines.contract import OPTIONAL_COLUMNS
 from pipelines.errors import GateFailed, StageError
 
 log = logging.getLogger(__name__)
@@ -285,6 +286,6 @@ def _quarantine(
 
 
 if __name__ == "__main__":
-    from pipelines.cli import stage_main
+    from pipelines.stage_cli import stage_main
 
     stage_main(run, "validate")

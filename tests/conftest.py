@@ -82,7 +82,7 @@ def project(tmp_path: Path) -> Params:
 def spark() -> Iterator[Any]:
     """One local[1] SparkSession shared by every Spark test (start-up costs ~9 s)."""
     from pipelines.config import SparkParams
-    from pipelines.spark import get_spark
+    from pipelines.engines.spark import get_spark
 
     session = get_spark(SparkParams(master="local[1]"), app_name="sluice-tests")
     yield session

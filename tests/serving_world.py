@@ -179,7 +179,8 @@ def _build(base: Path, use_redis: bool = True, mlp: bool = False) -> World:
     embedded default, what the benchmark measures); `mlp=True` registers a third version, a PyTorch MLP
     (World.mlp), without alias."""
     from pipelines import feature_store, features, ingest
-    from pipelines.registry import CHALLENGER, CHAMPION, ReleaseTags, open_registry
+    from pipelines.contract import CHALLENGER, CHAMPION
+    from pipelines.engines.registry import ReleaseTags, open_registry
 
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     root = base / "project"

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from pipelines.config import BatchPredictParams, Params, RegisterParams
+from pipelines.engines.registry import ReleaseTags, open_registry
 from pipelines.errors import StageError
 from pipelines.io import write_partition, write_table
 from pipelines.predict import load_release
-from pipelines.registry import ReleaseTags, open_registry
 from tests.conftest import make_project
 from tests.test_register import FEAST_COLUMNS, START, tiny_events, train_tiny_release
 
@@ -67,7 +67,7 @@ def scored_project(tmp_path_factory: pytest.TempPathFactory) -> Any:
     def fake_historical_features(_: Params, ev: pd.DataFrame) -> pd.DataFrame:
         return ev.join(features, on="event_id")
 
-    mp.setattr("pipelines.feature_store.historical_features", fake_historical_features)
+    mp.setattr("pipelines.engines.feast_store.historical_features", fake_historical_features)
     yield params, threshold, version, events
     mp.undo()
 

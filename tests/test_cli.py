@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.cli import app
 from pipelines.config import Params
-from pipelines.registry import open_registry
+from pipelines.engines.registry import open_registry
+from pipelines.ops.cli import app
 
 pytestmark = pytest.mark.integration
 

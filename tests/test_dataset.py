@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from pipelines import dataset, feature_store, features
+from pipelines import contract, dataset, feature_store, features
 from pipelines.config import DatasetParams, Params
 from pipelines.errors import StageError
 from tests.test_features import make_events, write_validated
@@ -32,7 +32,7 @@ def test_run_splits_by_time_without_overlap(spark, project: Params) -> None:
     ids = [set(p["event_id"]) for p in parts.values()]
     assert not (ids[0] & ids[1] or ids[1] & ids[2] or ids[0] & ids[2])
     for part in parts.values():
-        assert set(events.columns) | set(feature_store.FEATURE_COLUMNS) == set(part.columns)
+        assert set(events.columns) | set(contract.FEATURE_COLUMNS) == set(part.columns)
         assert part["label"].sum() > 0 and part["event_timestamp"].is_monotonic_increasing
     written = json.loads((project.paths.dataset / "summary.json").read_text())
     assert written["splits"]["test"]["rows"] == len(parts["test"])

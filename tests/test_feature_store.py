@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import feature_store, features, io
+from pipelines import contract, feature_store, features, io
 from pipelines.config import Params
+from pipelines.engines import feast_store
 from pipelines.errors import StageError
 from tests.conftest import make_project
 from tests.test_features import make_events, write_validated
@@ -38,21 +39,21 @@ def _feature_rows(params: Params) -> pd.DataFrame:
 
 def test_ttl_comes_from_params(store_project) -> None:
     params, _ = store_project
-    view = feature_store.get_store(params).get_feature_view(feature_store.FEATURE_VIEW)
+    view = feast_store.get_store(params).get_feature_view(contract.FEATURE_VIEW)
     assert view.ttl == dt.timedelta(days=2)
-    assert sorted(f.name for f in view.features) == sorted(feature_store.FEATURE_COLUMNS)
+    assert sorted(f.name for f in view.features) == sorted(contract.FEATURE_COLUMNS)
 
 
 def test_online_features_hold_state_after_last_event(store_project) -> None:
     params, _ = store_project
     rows = _feature_rows(params)
     last = rows.sort_values("event_timestamp").groupby("entity_id").tail(1).set_index("entity_id")
-    online = feature_store.online_features(params, ["e2", "nobody", "e0"])
+    online = feast_store.online_features(params, ["e2", "nobody", "e0"])
     assert online["entity_id"].tolist() == ["e2", "nobody", "e0"]
     for i, entity in ((0, "e2"), (2, "e0")):
-        expected = last.loc[entity, feature_store.FEATURE_COLUMNS].astype("float64").to_numpy()
-        np.testing.assert_allclose(online.loc[i, feature_store.FEATURE_COLUMNS].to_numpy(float), expected)
-    assert online.loc[1, feature_store.FEATURE_COLUMNS].isna().all()
+        expected = last.loc[entity, contract.FEATURE_COLUMNS].astype("float64").to_numpy()
+        np.testing.assert_allclose(online.loc[i, contract.FEATURE_COLUMNS].to_numpy(float), expected)
+    assert online.loc[1, contract.FEATURE_COLUMNS].isna().all()
 
 
 def test_historical_features_point_in_time_same_rows_and_order(store_project) -> None:
@@ -69,34 +70,32 @@ def test_historical_features_point_in_time_same_rows_and_order(store_project) ->
         }
     )
     request = pd.concat([events, events.iloc[[5]], extra], ignore_index=True).sample(frac=1, random_state=3)
-    out = feature_store.historical_features(params, request)
+    out = feast_store.historical_features(params, request)
     assert len(out) == len(request) and out.index.equals(request.index)
     assert out["event_id"].tolist() == request["event_id"].tolist()
-    assert all(out[c].dtype == np.float64 for c in feature_store.FEATURE_COLUMNS)
+    assert all(out[c].dtype == np.float64 for c in contract.FEATURE_COLUMNS)
 
     rows = _feature_rows(params).sort_values("event_timestamp")
     for entity, group in events.sort_values("event_timestamp").groupby("entity_id"):
         got = out[out["entity_id"] == entity].drop_duplicates("event_id").set_index("event_id")
         first = group.iloc[0]["event_id"]
-        assert got.loc[first, feature_store.FEATURE_COLUMNS].isna().all()  # first event: no state yet
+        assert got.loc[first, contract.FEATURE_COLUMNS].isna().all()  # first event: no state yet
         state = rows[rows["entity_id"] == entity].reset_index(drop=True)
         for i, event_id in enumerate(group["event_id"].iloc[1:]):
             # the state after the PREVIOUS event, never including the event itself
-            expected = state.loc[i, feature_store.FEATURE_COLUMNS].astype("float64").to_numpy()
-            np.testing.assert_allclose(
-                got.loc[event_id, feature_store.FEATURE_COLUMNS].to_numpy(float), expected
-            )
+            expected = state.loc[i, contract.FEATURE_COLUMNS].astype("float64").to_numpy()
+            np.testing.assert_allclose(got.loc[event_id, contract.FEATURE_COLUMNS].to_numpy(float), expected)
     dup = out[out["event_id"] == events.iloc[5]["event_id"]]
-    assert len(dup) == 2 and dup[feature_store.FEATURE_COLUMNS].iloc[0].equals(
-        dup[feature_store.FEATURE_COLUMNS].iloc[1]
+    assert len(dup) == 2 and dup[contract.FEATURE_COLUMNS].iloc[0].equals(
+        dup[contract.FEATURE_COLUMNS].iloc[1]
     )
-    assert out.loc[out["event_id"].isin(["x1", "x2"]), feature_store.FEATURE_COLUMNS].isna().all().all()
+    assert out.loc[out["event_id"].isin(["x1", "x2"]), contract.FEATURE_COLUMNS].isna().all().all()
 
 
 def test_historical_features_rejects_events_without_keys(store_project) -> None:
     params, events = store_project
     with pytest.raises(StageError, match=r"lack columns \['event_timestamp'\]"):
-        feature_store.historical_features(params, events.drop(columns="event_timestamp"))
+        feast_store.historical_features(params, events.drop(columns="event_timestamp"))
 
 
 def test_run_without_features_fails(project: Params) -> None:
@@ -108,7 +107,7 @@ def test_redis_online_store_config(tmp_path) -> None:
     params = make_project(
         tmp_path / "p", {"feature_store": {"online_store": "redis", "redis_connection_string": "redis:6380"}}
     )
-    config = feature_store.repo_config(params)
+    config = feast_store.repo_config(params)
     assert config.online_store.type == "redis" and config.online_store.connection_string == "redis:6380"
     assert config.project == "sluice" and config.repo_path == params.root / "feature_repo"
 
@@ -116,7 +115,7 @@ def test_redis_online_store_config(tmp_path) -> None:
 def test_features_before_apply_fail_clearly(project: Params) -> None:
     events = make_events(START, D(2026, 1, 2), n_entities=2, per_day=2)
     with pytest.raises(StageError, match=r"fraud_scorer_v1.*run the feature_store stage"):
-        feature_store.historical_features(project, events)
+        feast_store.historical_features(project, events)
 
 
 def test_source_glob_is_made_absolute_and_must_point_at_data_features(project: Params) -> None:
@@ -124,10 +123,10 @@ def test_source_glob_is_made_absolute_and_must_point_at_data_features(project: P
     relative glob absolute, and refuses a source outside data/features (Feast would read other data)."""
     from feast.infra.offline_stores.file_source import FileSource
 
-    (source,) = [o for o in feature_store.load_definitions(project) if isinstance(o, FileSource)]
+    (source,) = [o for o in feast_store.load_definitions(project) if isinstance(o, FileSource)]
     assert source.path == str(project.paths.features.resolve() / "date=*" / "*.parquet")
 
     definitions = project.root / "feature_repo" / "definitions.py"
     definitions.write_text(definitions.read_text().replace("../data/features/", "../data/elsewhere/"))
     with pytest.raises(StageError, match=r"data/elsewhere, but features are written to .*data/features"):
-        feature_store.load_definitions(project)
+        feast_store.load_definitions(project)

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 
 from pipelines.config import Params, RegisterParams
+from pipelines.contract import CHALLENGER, CHAMPION
+from pipelines.contract import FEATURE_COLUMNS as FEAST_COLUMNS
+from pipelines.engines.registry import open_registry
 from pipelines.errors import GateFailed, StageError
-from pipelines.features import FEATURE_COLUMNS as FEAST_COLUMNS
-from pipelines.registry import CHALLENGER, CHAMPION, open_registry
 from tests.conftest import REPO_ROOT, make_project
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""pipelines.registry: alias moves with who/when/why/previous, history, release tags, rollout state."""
+"""engines.registry: alias moves with who/when/why/previous, history, release tags, rollout state."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.registry import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS,
+from pipelines.contract import CHALLENGER, CHAMPION, PREVIOUS
+from pipelines.engines.registry import (
     Registry,
     ReleaseTags,
     current_user,
@@ -148,7 +146,7 @@ def test_use_tracking_uri_sets_mlflow_globals_without_exporting_them(monkeypatch
 
     import mlflow
 
-    from pipelines.registry import use_tracking_uri
+    from pipelines.engines.registry import use_tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", "sqlite:////srv/shared.db")

@@ -1,4 +1,4 @@
-"""pipelines.rollout: guardrails, traffic split, canary actions on a real registry, the ramp loop, CLI."""
+"""pipelines.ops.rollout: guardrails, traffic split, canary actions on a real registry, the ramp loop, CLI."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.config import GuardrailParams, Params, RegisterParams
-from pipelines.rollout import (
+from pipelines.ops.rollout import (
     CHALLENGER,
     CHAMPION,
     ArmStats,
@@ -172,7 +172,7 @@ def base_project(tmp_path_factory: pytest.TempPathFactory) -> Params:
 @pytest.fixture
 def params(base_project: Params) -> Params:
     """The module's project with its own model name: 3 versions, v1 champion, v2 challenger."""
-    from pipelines.registry import open_registry
+    from pipelines.engines.registry import open_registry
 
     p = base_project.model_copy(update={"register_": RegisterParams(model_name=f"m{next(_names)}")})
     reg = open_registry(p)
@@ -186,7 +186,7 @@ def params(base_project: Params) -> Params:
 
 
 def _reg(p: Params) -> Any:
-    from pipelines.registry import open_registry
+    from pipelines.engines.registry import open_registry
 
     return open_registry(p)
 
@@ -302,7 +302,7 @@ def test_live_stats_reads_the_prediction_log(params: Params) -> None:
 
 @pytest.mark.integration
 def test_cli_canary_start_pause_abort(params: Params, tmp_path: Path) -> None:
-    from pipelines.cli import app
+    from pipelines.ops.cli import app
 
     name = params.register_.model_name
     params_file = (
@@ -338,7 +338,7 @@ def test_cli_canary_start_pause_abort(params: Params, tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_restarted_canary_resumes_at_registry_step_and_pause_freezes_ramp(params: Params) -> None:
-    from pipelines.rollout import set_step
+    from pipelines.ops.rollout import set_step
 
     reg, name = _reg(params), params.register_.model_name
     start_canary(params, reg)

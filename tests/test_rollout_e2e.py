@@ -42,7 +42,7 @@ def world(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> World:
 
 @pytest.fixture(scope="module")
 def bad_version(world: World) -> str:
-    from pipelines.registry import RELEASE_TAG_KEYS, open_registry
+    from pipelines.engines.registry import RELEASE_TAG_KEYS, open_registry
 
     reg = open_registry(world.params)
     mv = reg.get_version(MODEL, world.challenger)
@@ -130,8 +130,8 @@ def test_good_challenger_promoted_bad_one_rolled_back_zero_failed_requests(
 ) -> None:
     import pandas as pd
 
-    from pipelines.registry import open_registry
-    from pipelines.rollout import CanaryRolledBack, run_canary
+    from pipelines.engines.registry import open_registry
+    from pipelines.ops.rollout import CanaryRolledBack, run_canary
     from pipelines.serving_log import read_prediction_log
 
     params = _canary_params(world)

@@ -114,7 +114,7 @@ def gate_project(tmp_path: Path) -> Params:
 
 @pytest.mark.integration
 def test_run_gate_pass_and_fail_write_report_tags_and_drop_alias(gate_project: Params) -> None:
-    from pipelines.registry import open_registry
+    from pipelines.engines.registry import open_registry
 
     p = gate_project
     reg, name = open_registry(p), p.register_.model_name
@@ -154,8 +154,8 @@ def test_sluice_gate_refresh_accepts_a_tie_that_the_default_gate_refuses(
     from typer.testing import CliRunner
 
     from pipelines import champion_gate
-    from pipelines.cli import app
-    from pipelines.registry import open_registry
+    from pipelines.engines.registry import open_registry
+    from pipelines.ops.cli import app
 
     p = gate_project
     reg, name = open_registry(p), p.register_.model_name

@@ -206,7 +206,7 @@ def test_rate_limit_429_per_key(client: Any) -> None:
 
 
 def test_cache_never_crosses_release_versions(client: Any, world: World) -> None:
-    from pipelines.registry import open_registry
+    from pipelines.engines.registry import open_registry
 
     registry = open_registry(world.params)
     req = [record("card_7", 77.7)]
@@ -230,7 +230,7 @@ def test_cache_never_crosses_release_versions(client: Any, world: World) -> None
 
 
 def test_routing_follows_registry_weight_and_sticks(client: Any, world: World) -> None:
-    from pipelines.registry import open_registry
+    from pipelines.engines.registry import open_registry
 
     registry = open_registry(world.params)
     entities = [f"card_{i}" for i in range(60)]

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.feature_store import FEATURE_COLUMNS
-from pipelines.registry import RolloutState
+from pipelines.contract import FEATURE_COLUMNS
+from pipelines.engines.registry import RolloutState
 from pipelines.serving import (
     CHALLENGER,
     CHAMPION,

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import ingest, io, validate
-from pipelines.config import REQUIRED_COLUMNS
+from pipelines.contract import REQUIRED_COLUMNS
 from pipelines.errors import GateFailed, StageError
 from tests.conftest import REPO_ROOT, make_project
 from tests.test_source import KAGGLE_COLUMNS, csv_project, kaggle_frame

@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import bentoml
 
-    from pipelines.registry import CHAMPION, open_registry, use_tracking_uri, version_uri
+    from pipelines.contract import CHAMPION
+    from pipelines.engines.registry import open_registry, use_tracking_uri, version_uri
     from pipelines.serving import serving_params
 
     params = serving_params(args.params)

@@ -36,7 +36,7 @@ ROLLOUT = {
 
 
 def _project(root: Path) -> Params:
-    from pipelines.registry import open_registry
+    from pipelines.engines.registry import open_registry
 
     params = make_project(root, {"rollout": ROLLOUT})
     reg, name = open_registry(params), params.register_.model_name
@@ -59,7 +59,7 @@ class Traffic(threading.Thread):
         self.rows = 0
 
     def run(self) -> None:
-        from pipelines.registry import open_registry
+        from pipelines.engines.registry import open_registry
         from pipelines.serving_log import PredictionLogWriter
 
         reg, name = open_registry(self.params), self.params.register_.model_name
@@ -98,7 +98,7 @@ def _state(value: str) -> str:
 def test_canary_dag_promotes_a_healthy_challenger_and_rolls_back_a_failing_one(
     tmp_path: Path, airflow_db_template: Path
 ) -> None:
-    from pipelines.registry import open_registry
+    from pipelines.engines.registry import open_registry
 
     home = tmp_path / "airflow_home"
     home.mkdir()

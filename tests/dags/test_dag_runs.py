@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from pipelines import io
-from pipelines.config import CANONICAL_COLUMNS, Params
+from pipelines.config import Params
+from pipelines.contract import CANONICAL_COLUMNS
 from tests.conftest import make_project
 from tests.dags.conftest import airflow_env, run_driver
 

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from pipelines.engines import feast_store
 from pipelines.io import write_partition
 from tests.conftest import make_project
 from tests.scale.conftest import REDIS, reachable
@@ -82,8 +83,8 @@ def test_redis_online_store_matches_sqlite(tmp_path: Path) -> None:
         assert summary["online_store"] == "redis"
         assert _redis_keys(client, project_name), "materialize wrote no keys for our project to Redis"
         asked = [*ENTITIES, "unknown-entity"]
-        from_sqlite = feature_store.online_features(sqlite_params, asked)
-        from_redis = feature_store.online_features(redis_params, asked)
+        from_sqlite = feast_store.online_features(sqlite_params, asked)
+        from_redis = feast_store.online_features(redis_params, asked)
         assert from_redis["entity_id"].tolist() == asked
         pd.testing.assert_frame_equal(from_redis, from_sqlite)
         # state after each entity's last event (what serving reads)

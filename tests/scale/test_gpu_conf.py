@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from pipelines import spark as sp
 from pipelines.config import SparkGpuParams, SparkParams
+from pipelines.engines import spark as sp
 from tests.conftest import make_project
 
 pytestmark = pytest.mark.unit

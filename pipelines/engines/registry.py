@@ -24,15 +24,14 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pipelines.contract import CHAMPION, PREVIOUS
+
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
     from mlflow.tracking import MlflowClient
 
     from pipelines.config import Params
 
-CHALLENGER = "challenger"
-CHAMPION = "champion"
-PREVIOUS = "previous"
 
 HISTORY_PREFIX = "history."
 ALIAS_TAG_PREFIX = "alias."

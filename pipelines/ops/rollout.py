@@ -29,16 +29,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from pipelines.contract import CHALLENGER, CHAMPION
 from pipelines.errors import StageError
 
 if TYPE_CHECKING:
     from pipelines.config import GuardrailParams, Params
-    from pipelines.registry import Registry
+    from pipelines.engines.registry import Registry
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 
 # decision tag values (free text follows the colon)
 RUNNING = "running"
@@ -254,19 +253,17 @@ def _now() -> str:
 
 
 def _open(params: Params, reg: Registry | None) -> tuple[Registry, str]:
-    from pipelines.registry import open_registry
+    from pipelines.engines.registry import open_registry
 
     return (reg or open_registry(params)), params.register_.model_name
 
 
 def _challenger(reg: Registry, name: str) -> str:
-    from pipelines.registry import CHALLENGER as ALIAS
-    from pipelines.registry import CHAMPION as CHAMP
 
-    version = reg.alias_version(name, ALIAS)
+    version = reg.alias_version(name, CHALLENGER)
     if version is None:
         raise CanaryError(f"{name}: no `challenger` alias: register a release that passed the gates first")
-    if version == reg.alias_version(name, CHAMP):
+    if version == reg.alias_version(name, CHAMPION):
         raise CanaryError(f"{name}: challenger v{version} is already champion")
     return version
 
@@ -333,12 +330,11 @@ def pause_canary(params: Params, reg: Registry | None = None, who: str | None = 
 
 def rollback_canary(params: Params, reason: str, reg: Registry | None = None, who: str | None = None) -> dict:
     """Weight 0 first (serving stops routing), then alias `challenger` removed; reason in tags + history."""
-    from pipelines.registry import CHALLENGER as ALIAS
 
     reg, name = _open(params, reg)
-    version = reg.alias_version(name, ALIAS)
+    version = reg.alias_version(name, CHALLENGER)
     reg.set_rollout_state(name, who=who, challenger_weight=0.0, decision=f"{ROLLED_BACK}: {reason}")
-    reg.remove_alias(name, ALIAS, who=who, why=f"canary rolled back: {reason}")
+    reg.remove_alias(name, CHALLENGER, who=who, why=f"canary rolled back: {reason}")
     log.warning("canary of v%s rolled back: %s", version, reason)
     return {"rolled_back": version, "reason": reason}
 
@@ -351,13 +347,12 @@ def promote_challenger(
     Order matters for zero failed requests: while champion already points at the new version, a serving
     process that still routes some entities to `challenger` gets the same release either way.
     """
-    from pipelines.registry import CHALLENGER as ALIAS
 
     reg, name = _open(params, reg)
     version = _challenger(reg, name)
     move = reg.promote(name, version, who=who, why=why)
     reg.set_rollout_state(name, who=who, challenger_weight=0.0, decision=f"{PROMOTED}: v{version} ({why})")
-    reg.remove_alias(name, ALIAS, who=who, why=f"promoted to champion: {why}")
+    reg.remove_alias(name, CHALLENGER, who=who, why=f"promoted to champion: {why}")
     return {"champion": version, "previous": move.previous}
 
 

@@ -1,14 +1,12 @@
-"""Command-line entry points.
+"""The `sluice` operator CLI: registry status and history, promotion, rollback, the gate, the canary.
 
-`stage_main(run)` turns a stage's `run(params, start, end)` into the `python -m pipelines.<stage>` CLI
-that dvc.yaml calls; the `sluice` console script (`app`) groups operations commands.
+Stage commands (`python -m pipelines.<stage>`) live in pipelines.stage_cli; this module is above the
+stages and may call them, they never import it.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,35 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from pipelines.config import Params, ParamsError, load_params
+from pipelines.config import ParamsError, load_params
 from pipelines.errors import StageError
-
-StageRun = Callable[..., dict[str, Any]]
-
-
-def stage_main(run: StageRun, name: str) -> None:
-    """Run a stage from the command line: `--params`, optional `--start/--end` override data.start/end."""
-
-    def command(
-        params: Annotated[Path, typer.Option(help="params.yaml; its directory is the project root")] = Path(
-            "params.yaml"
-        ),
-        start: Annotated[str | None, typer.Option(help="first event date, YYYY-MM-DD")] = None,
-        end: Annotated[str | None, typer.Option(help="end event date (exclusive), YYYY-MM-DD")] = None,
-    ) -> None:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        try:
-            p: Params = load_params(params)
-            s = dt.date.fromisoformat(start) if start else p.data.start
-            e = dt.date.fromisoformat(end) if end else p.data.end
-            summary = run(p, s, e)
-        except (ParamsError, StageError, ValueError) as err:
-            typer.echo(f"{name} failed: {err}", err=True)
-            raise typer.Exit(code=1) from None
-        typer.echo(json.dumps(summary, indent=2, default=str))
-
-    typer.run(command)
-
 
 app = typer.Typer(
     help="sluice operations: registry status, history, promotion, rollback.", no_args_is_help=True
@@ -54,7 +25,7 @@ ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml of the pr
 
 
 def _registry(params_path: Path) -> tuple[Any, str]:
-    from pipelines.registry import open_registry
+    from pipelines.engines.registry import open_registry
 
     try:
         p = load_params(params_path)
@@ -147,7 +118,6 @@ def gate(
     Writes reports/champion_gate.json and the version's gate.* tags; a failure removes `challenger` from
     it and exits 1."""
     from pipelines.champion_gate import run_gate
-    from pipelines.errors import StageError
 
     reg, _ = _registry(params)
     try:
@@ -165,7 +135,6 @@ app.add_typer(canary_app, name="canary")
 
 
 def _canary_call(params_path: Path, action: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> None:
-    from pipelines.errors import StageError
 
     reg, _ = _registry(params_path)
     try:
@@ -182,7 +151,7 @@ def canary_start(params: ParamsOpt = Path("params.yaml")) -> None:
 
     The ramp itself (hold, guardrails, promotion) is the canary_rollout DAG's job.
     """
-    from pipelines.rollout import start_canary
+    from pipelines.ops.rollout import start_canary
 
     _canary_call(params, start_canary)
 
@@ -193,7 +162,7 @@ def canary_pause(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Freeze the ramp at the current weight (guardrails still apply); `canary start` resumes."""
-    from pipelines.rollout import pause_canary
+    from pipelines.ops.rollout import pause_canary
 
     _canary_call(params, pause_canary, why=reason)
 
@@ -204,7 +173,7 @@ def canary_abort(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Weight 0 and alias `challenger` removed now; the champion serves everything."""
-    from pipelines.rollout import rollback_canary
+    from pipelines.ops.rollout import rollback_canary
 
     _canary_call(params, rollback_canary, f"aborted: {reason}")
 

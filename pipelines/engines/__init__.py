@@ -1,0 +1,1 @@
+"""Adapters to the engines the platform runs on: Spark, Feast, the MLflow registry."""
