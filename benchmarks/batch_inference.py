@@ -74,7 +74,9 @@ def train_release(train: pd.DataFrame, trees: int) -> object:
     """A release with exactly `trees` trees (no early stopping), built from predict's own pieces."""
     import xgboost as xgb
 
-    from pipelines.predict import Release, build_preprocessor, request_features
+    from pipelines.model.release import Release
+    from pipelines.model.request_features import request_features
+    from pipelines.model.transform import build_preprocessor
 
     feats = request_features(train)
     feature_list = list(feats.columns)
@@ -148,7 +150,7 @@ def main() -> None:
 
     import mlflow
 
-    from pipelines.predict import load_release, log_release
+    from pipelines.model.packaging import load_release, log_release
 
     tracking = f"sqlite:///{work / 'mlflow.db'}"
     mlflow.set_tracking_uri(tracking)
@@ -169,7 +171,7 @@ def main() -> None:
     from pipelines.batch_predict import score_spark
     from pipelines.config import SparkParams
     from pipelines.engines.spark import get_spark
-    from pipelines.predict import decide
+    from pipelines.model.release import decide
 
     def one_process() -> int:
         table = pq.read_table(data)

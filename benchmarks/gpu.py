@@ -75,7 +75,8 @@ def bench_spark_inference(
     from pipelines.batch_predict import arrow_batch_size, score_spark
     from pipelines.config import BatchPredictParams, SparkParams
     from pipelines.engines.spark import get_spark
-    from pipelines.predict import input_columns, log_release
+    from pipelines.model.packaging import log_release
+    from pipelines.model.request_features import input_columns
 
     frame = make_frame(rows, seed=2)
     data = work / "features.parquet"

@@ -65,7 +65,7 @@ def _cached_release(
     key = (tracking_uri, model_uri, device, fingerprint)
     release = _RELEASES.get(key)
     if release is None:
-        from pipelines.predict import load_release
+        from pipelines.model.packaging import load_release
 
         if tracking_uri:
             from pipelines.engines.registry import use_tracking_uri
@@ -119,7 +119,7 @@ def _batch_scorer(
     keep = list(keep)
 
     def score_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pipelines.predict import decide
+        from pipelines.model.release import decide
 
         release = _cached_release(model_uri, tracking_uri, device, fingerprint)
         for batch in batches:
@@ -239,7 +239,7 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     from pipelines.engines.feast_store import historical_features
     from pipelines.engines.registry import version_uri
     from pipelines.engines.spark import get_spark, wants_gpu, with_gpu_conf
-    from pipelines.predict import input_columns
+    from pipelines.model.request_features import input_columns
 
     paths = params.paths
     parts = existing_partitions(paths.validated, start, end)

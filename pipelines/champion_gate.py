@@ -198,7 +198,7 @@ def _figures(result: Mapping[str, Any]) -> str:
 def _default_loader(params: Params, reg: Registry, name: str) -> Callable[[str], Any]:
     def load(version: str) -> Any:
         from pipelines.engines.registry import use_tracking_uri, version_uri
-        from pipelines.predict import load_release
+        from pipelines.model.packaging import load_release
 
         use_tracking_uri(params.tracking_uri)
         fp = reg.get_version(name, version).tags.get("fingerprint")

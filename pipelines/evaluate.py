@@ -22,7 +22,8 @@ from pydantic import BaseModel
 from pipelines.config import Params
 from pipelines.errors import GateFailed, StageError
 from pipelines.io import atomic_write_json, atomic_write_text
-from pipelines.predict import decide, load_release
+from pipelines.model.packaging import load_release
+from pipelines.model.release import decide
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ import pandas as pd
 from pipelines import io
 from pipelines.config import MonitorParams, Params
 from pipelines.errors import StageError
-from pipelines.predict import CATEGORICAL_FEATURES
+from pipelines.model.request_features import CATEGORICAL_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -476,8 +476,8 @@ def reference_frame(params: Params, champion: dict[str, Any] | None) -> pd.DataF
 
 
 def model_inputs(frame: pd.DataFrame, feature_list: list[str] | None) -> pd.DataFrame:
-    """The model input columns (pipelines.predict.request_features), restricted to the release's list."""
-    from pipelines.predict import request_features
+    """The model input columns (model.request_features), restricted to the release's list."""
+    from pipelines.model.request_features import request_features
 
     feats = request_features(frame)
     if feature_list:
@@ -533,7 +533,7 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     if champion is not None:
         try:  # prediction drift needs the champion's scores on its own training data
             from pipelines.engines.registry import use_tracking_uri, version_uri
-            from pipelines.predict import load_release
+            from pipelines.model.packaging import load_release
 
             # registry URIs resolve against the global URI (as batch_predict does)
             use_tracking_uri(params.tracking_uri)

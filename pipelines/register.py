@@ -98,7 +98,7 @@ def _fingerprint(release: dict[str, Any]) -> str:
     if release.get("fingerprint"):
         return str(release["fingerprint"])
     # older release.json without it: the loaded release verifies and reports its own fingerprint
-    from pipelines.predict import load_release
+    from pipelines.model.packaging import load_release
 
     return str(load_release(release["model_uri"]).fingerprint)
 

@@ -13,7 +13,7 @@ Request flow of one (adaptive) batch, `ServingEngine.predict(records)`:
 3. fetch the Feast online features of the remaining entities in ONE lookup (timeout + circuit breaker);
    when the store is down or slow, the in-process last-known features of the entity (or the empty
    state a brand-new entity has, which training saw too) are used and the answer is flagged;
-4. score each arm's rows with `Release.score` (pipelines.predict, the path training/batch use); a
+4. score each arm's rows with `Release.score` (pipelines.model.release, the path training/batch use); a
    challenger that fails or is slower than its budget is replaced by the champion's answer;
 5. cache, log (background JSONL writer, pipelines.serving_log), count (pipelines.serving_metrics).
 
@@ -50,7 +50,7 @@ from pipelines.errors import StageError
 
 if TYPE_CHECKING:
     from pipelines.engines.registry import Registry
-    from pipelines.predict import Release
+    from pipelines.model.release import Release
     from pipelines.serving_log import PredictionLogWriter
     from pipelines.serving_metrics import ServingMetrics
 
@@ -474,11 +474,11 @@ class Routing:
 
 
 def default_release_loader(params: Params) -> Callable[[str, str | None], Release]:
-    """Load `models:/<name>/<version>` through pipelines.predict (fingerprint verified against the tag)."""
+    """Load `models:/<name>/<version>` through model.packaging (fingerprint verified against the tag)."""
 
     def load(model_uri: str, fingerprint: str | None) -> Release:
         from pipelines.engines.registry import use_tracking_uri
-        from pipelines.predict import load_release
+        from pipelines.model.packaging import load_release
 
         # pyfunc loading resolves models:/ URIs against the global registry URI: point it at ours
         use_tracking_uri(params.tracking_uri)

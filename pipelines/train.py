@@ -20,15 +20,10 @@ import pandas as pd
 from pipelines.config import MLPParams, Params, TrainParams, XGBoostParams
 from pipelines.errors import StageError
 from pipelines.io import atomic_write_json
-from pipelines.predict import (
-    Release,
-    build_mlp,
-    build_preprocessor,
-    log_release,
-    model_margin,
-    request_features,
-    resolve_device,
-)
+from pipelines.model.packaging import log_release
+from pipelines.model.release import Release, build_mlp, model_margin, resolve_device
+from pipelines.model.request_features import request_features
+from pipelines.model.transform import build_preprocessor
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pipelines.config import BatchPredictParams, Params, RegisterParams
 from pipelines.engines.registry import ReleaseTags, open_registry
 from pipelines.errors import StageError
 from pipelines.io import write_partition, write_table
-from pipelines.predict import load_release
+from pipelines.model.packaging import load_release
 from tests.conftest import make_project
 from tests.test_register import FEAST_COLUMNS, START, tiny_events, train_tiny_release
 

@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import predict
 from pipelines.errors import StageError
-from pipelines.predict import Release, ReleaseIntegrityError, request_features
+from pipelines.model import packaging
+from pipelines.model import release as release_lib
+from pipelines.model.release import Release, ReleaseIntegrityError
+from pipelines.model.request_features import request_features
 from pipelines.train import fit_release
 from tests.test_train import TINY, make_events
 
@@ -132,7 +134,7 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Logged]:
     other, _ = fit_release(make_events(600, 3), va, TINY.model_copy(update={"seed": 99}))
     exp = mlflow.create_experiment("predict-tests", artifact_location=(root / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=exp) as run:
-        predict.log_release(release, tr)
+        packaging.log_release(release, tr)
     yield Logged(release, other, f"runs:/{run.info.run_id}/release", tracking, va)
 
 
@@ -140,11 +142,11 @@ def test_release_round_trip_through_mlflow(logged: Logged) -> None:
     import mlflow
 
     mlflow.set_tracking_uri(logged.tracking_uri)
-    loaded = predict.load_release(logged.model_uri)
+    loaded = packaging.load_release(logged.model_uri)
     expected = logged.release.score(logged.valid)
     assert loaded.fingerprint == logged.release.fingerprint
     assert loaded.feature_list == logged.release.feature_list and loaded.model_kind == "xgboost"
-    np.testing.assert_array_equal(predict.score(loaded, logged.valid), expected)
+    np.testing.assert_array_equal(release_lib.score(loaded, logged.valid), expected)
 
     pyfunc = mlflow.pyfunc.load_model(logged.model_uri)
     out = np.asarray(pyfunc.predict(logged.valid), dtype=np.float64)
@@ -166,17 +168,17 @@ def test_tampered_release_is_refused_at_load(logged: Logged, tmp_path: Path) -> 
     with pytest.raises(ReleaseIntegrityError, match="fingerprint"):
         mlflow.pyfunc.load_model(str(local))
     with pytest.raises(ReleaseIntegrityError, match="mismatched"):
-        predict.read_release(release_dir)
+        release_lib.read_release(release_dir)
 
 
 def test_mismatched_pair_and_wrong_expected_fingerprint_refused(logged: Logged, tmp_path: Path) -> None:
     a, b = logged.release.save(tmp_path / "a"), logged.other.save(tmp_path / "b")
-    assert predict.read_release(a).fingerprint == logged.release.fingerprint
+    assert release_lib.read_release(a).fingerprint == logged.release.fingerprint
     shutil.copy(b / "model.ubj", a / "model.ubj")
     with pytest.raises(ReleaseIntegrityError):
-        predict.read_release(a)
+        release_lib.read_release(a)
     with pytest.raises(ReleaseIntegrityError, match="expected"):
-        predict.read_release(b, expected_fingerprint=logged.release.fingerprint)
+        release_lib.read_release(b, expected_fingerprint=logged.release.fingerprint)
 
 
 def test_fast_transform_equals_sklearn(logged: Logged) -> None:
@@ -210,7 +212,7 @@ def test_mlp_release_scores_like_xgboost(tmp_path: Path) -> None:
     assert mlp.model_kind == "mlp" and facts["n_model_inputs"] > len(mlp.feature_list) - 1
     p = mlp.score(va)
     assert p.dtype == np.float64 and ((p > 0) & (p < 1)).all()
-    again = predict.read_release(mlp.save(tmp_path / "mlp"))
+    again = release_lib.read_release(mlp.save(tmp_path / "mlp"))
     np.testing.assert_allclose(again.score(va), p, rtol=1e-6)
     assert again.fingerprint == mlp.fingerprint
     again2, _ = fit_release(tr, va, TINY.model_copy(update={"model": "mlp"}))
@@ -219,11 +221,11 @@ def test_mlp_release_scores_like_xgboost(tmp_path: Path) -> None:
 
 @pytest.mark.unit
 def test_decision_rule_and_device_resolution() -> None:
-    np.testing.assert_array_equal(predict.decide(np.array([0.1, 0.5, 0.9]), 0.5), [0, 1, 1])
-    assert predict.resolve_device("cpu") == "cpu"
+    np.testing.assert_array_equal(release_lib.decide(np.array([0.1, 0.5, 0.9]), 0.5), [0, 1, 1])
+    assert release_lib.resolve_device("cpu") == "cpu"
     import torch
 
     if not torch.cuda.is_available():
-        assert predict.resolve_device("auto") == "cpu"
+        assert release_lib.resolve_device("auto") == "cpu"
         with pytest.raises(StageError, match="cuda"):
-            predict.resolve_device("cuda")
+            release_lib.resolve_device("cuda")

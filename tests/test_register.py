@@ -103,7 +103,7 @@ def _named(params: Params, name: str) -> Params:
 
 def test_bootstraps_champion_then_only_moves_challenger(trained: Any) -> None:
     from pipelines import register
-    from pipelines.predict import load_release
+    from pipelines.model.packaging import load_release
 
     base, first, second = trained
     params = _named(base, "reg_bootstrap")

@@ -454,7 +454,7 @@ def test_make_bento_builds_around_the_champion(world: World, tmp_path: Path) -> 
     for shipped in (
         "bentos/fraud_scorer/service.py",
         "bentos/fraud_scorer/bundled_release.json",
-        "pipelines/predict.py",
+        "pipelines/model/release.py",
         "feature_repo/feature_store.yaml",
         "params.yaml",
     ):

@@ -123,7 +123,7 @@ def test_run_writes_release_json_and_logs_to_mlflow(project: Params) -> None:
 
     import mlflow
 
-    from pipelines.predict import load_release
+    from pipelines.model.packaging import load_release
 
     run = mlflow.get_run(doc["run_id"])
     assert run.data.params["train.xgboost.n_estimators"] == "20"

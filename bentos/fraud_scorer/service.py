@@ -146,7 +146,7 @@ def _bind_api_methods(instance: Any) -> None:
 
 def _load_bundled() -> LoadedRelease:
     """The release bundled in the Bento (BentoML model store), verified against its fingerprint label."""
-    from pipelines.predict import load_release
+    from pipelines.model.packaging import load_release
 
     info = json.loads(BUNDLED.read_text())
     model = bentoml.models.get(info["bento_model"])

@@ -80,7 +80,7 @@ def test_bad_gpu_params_fail_clearly(tmp_path) -> None:
 
 def test_cuda_without_gpu_is_a_clear_error_auto_falls_back() -> None:
     from pipelines.errors import StageError
-    from pipelines.predict import resolve_device
+    from pipelines.model.release import resolve_device
 
     if sp.gpu_addresses():
         pytest.skip("a GPU is present: the fallback path is not reachable here")

@@ -29,7 +29,7 @@ def _pipeline_against(tracking_uri: str, root: Path, monkeypatch: pytest.MonkeyP
     """train, evaluate, register on tiny data with MLFLOW_TRACKING_URI=tracking_uri; load the champion."""
     from pipelines import evaluate, register, train
     from pipelines.engines.registry import open_registry
-    from pipelines.predict import load_release
+    from pipelines.model.packaging import load_release
 
     # random tiny data: the gates only have to pass, quality is not what is under test here
     gates = {"roc_auc_min": 0.0, "pr_auc_min": 0.0, "recall_at_fpr_min": 0.0}
