@@ -75,12 +75,12 @@ def train_release(train: pd.DataFrame, trees: int) -> object:
     import xgboost as xgb
 
     from pipelines.model.release import Release
-    from pipelines.model.request_features import request_features
     from pipelines.model.transform import build_preprocessor
 
-    feats = request_features(train)
+    spec = shipped_spec()
+    feats = spec.frame(train)
     feature_list = list(feats.columns)
-    pre = build_preprocessor(feature_list)
+    pre = build_preprocessor(feature_list, spec.categorical)
     x = np.ascontiguousarray(pre.fit_transform(feats[feature_list]), dtype=np.float32)
     y = train["label"].to_numpy()
     cfg = {
@@ -95,7 +95,16 @@ def train_release(train: pd.DataFrame, trees: int) -> object:
         xgb.QuantileDMatrix(x, label=y),
         num_boost_round=trees,
     )
-    return Release(feature_list=feature_list, model_kind="xgboost", preprocessor=pre, model=booster)
+    return Release(
+        feature_list=feature_list, model_kind="xgboost", preprocessor=pre, model=booster, spec=spec
+    )
+
+
+def shipped_spec() -> Any:
+    """The request feature spec this repository ships (what params.yaml's train.request_features names)."""
+    from pipelines.model.request_features import load_spec
+
+    return load_spec(Path(__file__).resolve().parents[1] / "feature_repo" / "request_features.yaml")
 
 
 def measure(paths: dict[str, Callable[[], int]], repeat: int) -> dict[str, list[float]]:
@@ -118,6 +127,71 @@ def measure(paths: dict[str, Callable[[], int]], repeat: int) -> dict[str, list[
     return rates
 
 
+def prepare(work: Path, rows: int, trees: int, row_group: int) -> tuple[Path, Any, str, str]:
+    """Data + a logged release (not timed): (features parquet, loaded release, model URI, tracking URI)."""
+    t0 = time.perf_counter()
+    frame = make_frame(rows)
+    data = work / "features.parquet"
+    # several row groups so Spark can split the one file across all its cores
+    pq.write_table(
+        pa.Table.from_pandas(frame.drop(columns=["label"]), preserve_index=False),
+        data,
+        compression="zstd",
+        row_group_size=row_group,
+    )
+    print(f"frame written: {data.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - t0:.1f} s")
+
+    import mlflow
+
+    from pipelines.model.packaging import load_release, log_release
+
+    tracking = f"sqlite:///{work / 'mlflow.db'}"
+    mlflow.set_tracking_uri(tracking)
+    exp = mlflow.get_experiment_by_name("bench") or mlflow.get_experiment(
+        mlflow.create_experiment("bench", artifact_location=(work / "artifacts").as_uri())
+    )
+    t0 = time.perf_counter()
+    release = train_release(frame.iloc[: min(len(frame), 100_000)], trees)
+    with mlflow.start_run(experiment_id=exp.experiment_id):
+        uri = log_release(release, frame.head(100)).model_uri
+    release = load_release(uri)
+    print(f"release {release.fingerprint[:12]} logged at {uri} in {time.perf_counter() - t0:.1f} s")
+    del frame
+
+    return data, release, uri, tracking
+
+
+def report(work: Path, rates: dict[str, list[float]], rows: int) -> None:
+    """Check the paths agree on every score, then print rows/s per path and the ratios."""
+    a = pq.read_table(work / "out_a", columns=["event_id", "score"]).to_pandas().sort_values("event_id")
+    b = (
+        pq.read_table(work / "out_b.parquet", columns=["event_id", "score"])
+        .to_pandas()
+        .sort_values("event_id")
+    )
+    assert len(a) == len(b) == rows, (len(a), len(b))
+    print(f"max |score(a) - score(b)| = {np.abs(a['score'].to_numpy() - b['score'].to_numpy()).max():.2e}")
+    if "c" in rates:
+        c = pq.read_table(work / "out_c", columns=["event_id", "score"]).to_pandas().sort_values("event_id")
+        print(
+            f"max |score(a) - score(c)| = {np.abs(a['score'].to_numpy() - c['score'].to_numpy()).max():.2e}"
+        )
+
+    names = {
+        "a": "(a) batch_predict, mapInArrow",
+        "b": "(b) one process (the limit)",
+        "c": "(c) mlflow spark_udf",
+    }
+    print(f"\n{'path':32} {'best rows/s':>12} {'median':>12}")
+    for k, r in rates.items():
+        print(f"{names[k]:32} {max(r):>12,.0f} {statistics.median(r):>12,.0f}")
+    best = {k: max(r) for k, r in rates.items()}
+    line = f"a/b = {best['a'] / best['b']:.2f} (target >= 0.5)"
+    if "c" in best:
+        line += f"   a/c = {best['a'] / best['c']:.2f} (target >= 1.2)"
+    print(line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -135,35 +209,7 @@ def main() -> None:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     print(f"batch inference benchmark: {args.rows:,} rows, {args.trees} trees, {os.cpu_count()} cpus, {work}")
 
-    # ---- data + release (not timed) ----------------------------------------------------------
-    t0 = time.perf_counter()
-    frame = make_frame(args.rows)
-    data = work / "features.parquet"
-    # several row groups so Spark can split the one file across all its cores
-    pq.write_table(
-        pa.Table.from_pandas(frame.drop(columns=["label"]), preserve_index=False),
-        data,
-        compression="zstd",
-        row_group_size=args.row_group,
-    )
-    print(f"frame written: {data.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - t0:.1f} s")
-
-    import mlflow
-
-    from pipelines.model.packaging import load_release, log_release
-
-    tracking = f"sqlite:///{work / 'mlflow.db'}"
-    mlflow.set_tracking_uri(tracking)
-    exp = mlflow.get_experiment_by_name("bench") or mlflow.get_experiment(
-        mlflow.create_experiment("bench", artifact_location=(work / "artifacts").as_uri())
-    )
-    t0 = time.perf_counter()
-    release = train_release(frame.iloc[: min(len(frame), 100_000)], args.trees)
-    with mlflow.start_run(experiment_id=exp.experiment_id):
-        uri = log_release(release, frame.head(100)).model_uri
-    release = load_release(uri)
-    print(f"release {release.fingerprint[:12]} logged at {uri} in {time.perf_counter() - t0:.1f} s")
-    del frame
+    data, release, uri, tracking = prepare(work, args.rows, args.trees, args.row_group)
 
     # ---- the three paths ----------------------------------------------------------------------
     from pyspark.sql import functions as F
@@ -208,6 +254,8 @@ def main() -> None:
         scored.write.mode("overwrite").parquet(str(work / ("out_a" if src == data else "out_warm")))
         return args.rows
 
+    import mlflow
+
     udf = mlflow.pyfunc.spark_udf(spark, uri, result_type="double", env_manager="local")
 
     def spark_udf(src: Path = data) -> int:
@@ -233,33 +281,7 @@ def main() -> None:
         fn()
     rates = measure(paths, args.repeat)
 
-    a = pq.read_table(work / "out_a", columns=["event_id", "score"]).to_pandas().sort_values("event_id")
-    b = (
-        pq.read_table(work / "out_b.parquet", columns=["event_id", "score"])
-        .to_pandas()
-        .sort_values("event_id")
-    )
-    assert len(a) == len(b) == args.rows, (len(a), len(b))
-    print(f"max |score(a) - score(b)| = {np.abs(a['score'].to_numpy() - b['score'].to_numpy()).max():.2e}")
-    if "c" in paths:
-        c = pq.read_table(work / "out_c", columns=["event_id", "score"]).to_pandas().sort_values("event_id")
-        print(
-            f"max |score(a) - score(c)| = {np.abs(a['score'].to_numpy() - c['score'].to_numpy()).max():.2e}"
-        )
-
-    names = {
-        "a": "(a) batch_predict, mapInArrow",
-        "b": "(b) one process (the limit)",
-        "c": "(c) mlflow spark_udf",
-    }
-    print(f"\n{'path':32} {'best rows/s':>12} {'median':>12}")
-    for k, r in rates.items():
-        print(f"{names[k]:32} {max(r):>12,.0f} {statistics.median(r):>12,.0f}")
-    best = {k: max(r) for k, r in rates.items()}
-    line = f"a/b = {best['a'] / best['b']:.2f} (target >= 0.5)"
-    if "c" in best:
-        line += f"   a/c = {best['a'] / best['c']:.2f} (target >= 1.2)"
-    print(line)
+    report(work, rates, args.rows)
     spark.stop()
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)

@@ -6,7 +6,7 @@ For each workload the CPU side is always measured; the GPU side only when a CUDA
 (engines.spark.gpu_addresses + torch.cuda). Without a GPU the script prints "no GPU: ratios not measured"
 for every ratio and exits 0, so it doubles as a smoke test of the GPU code paths' CPU fallback.
 
-- XGBoost training: pipelines.train.fit_release (the train stage's core) on `--rows` synthetic rows
+- XGBoost training: pipelines.model.training.fit_release (the train stage's core) on `--rows` synthetic rows
   (benchmarks.batch_inference.make_frame), device cpu vs cuda, fixed tree count (no early stopping).
 - Spark batch inference: pipelines.batch_predict.score_spark (mapInArrow) over `--rows` rows from
   Parquet, the release loaded in each Python worker with device cpu vs cuda (batch_predict.device), batch
@@ -44,9 +44,9 @@ def has_gpu() -> bool:
 
 def bench_xgboost_training(rows: int, trees: int, devices: list[str]) -> dict[str, float]:
     """Seconds to fit an XGBoost release on `rows` rows per device (train stage core, no early stop)."""
-    from benchmarks.batch_inference import make_frame
+    from benchmarks.batch_inference import make_frame, shipped_spec
     from pipelines.config import TrainParams, XGBoostParams
-    from pipelines.train import fit_release
+    from pipelines.model.training import fit_release
 
     frame = make_frame(rows, seed=1)
     cut = int(rows * 0.85)
@@ -57,7 +57,7 @@ def bench_xgboost_training(rows: int, trees: int, devices: list[str]) -> dict[st
     out: dict[str, float] = {}
     for device in devices:
         t0 = time.perf_counter()
-        fit_release(frame.iloc[:cut], frame.iloc[cut:], cfg, device)
+        fit_release(frame.iloc[:cut], frame.iloc[cut:], cfg, shipped_spec(), device)
         out[device] = time.perf_counter() - t0
         print(
             f"  xgboost training on {device}: {out[device]:.1f} s ({rows:,} rows, {trees} trees)", flush=True

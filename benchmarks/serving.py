@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.serving [--project DIR] [--duration 20] [--clients 1,16,64]
                                            [--no-mlp] [--profile] [--out reports/bench_serving.json]
 
-Without --project, a tiny world is built in a temp dir by the real stages (tests/serving_world.py:
+Without --project, a tiny world is built in a temp dir by the real stages (benchmarks/world.py:
 ingest -> features -> Feast SQLite online store -> two XGBoost releases + one PyTorch MLP registered).
 Every server runs in its own process pinned to core 0 (`taskset -c 0`, one worker); the load generator
 (wrk, one thread, a Lua script POSTing one record per request, entity and amount varying per request so
@@ -34,6 +34,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -286,13 +287,13 @@ def _area(frame: str) -> str:
     if "site-packages" in parts:
         pkg = parts[parts.index("site-packages") + 1]
     elif "pipelines" in parts:
-        pkg = "pipelines." + Path(path).stem
+        pkg = ".".join([*parts[parts.index("pipelines") : -1], Path(path).stem])
     else:
         pkg = Path(path).stem
     return f"{pkg}:{func}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--project", type=Path, help="an existing served project (params.yaml, registry, Feast)")
     ap.add_argument("--duration", type=int, default=20)
@@ -301,152 +302,149 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mlp", help="with --project: the registered version of a PyTorch MLP release")
     ap.add_argument("--profile", action="store_true", help="py-spy the batched server at 64 clients")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "bench_serving.json")
-    args = ap.parse_args(argv)
-    if not shutil.which("wrk") or not shutil.which("taskset"):
-        sys.exit("needs wrk and taskset (Debian: apt-get install -y wrk util-linux)")
-    clients = [int(c) for c in args.clients.split(",")]
-    tmp = Path(tempfile.mkdtemp(prefix="sluice-bench-serving-"))
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    return ap.parse_args(argv)
 
+
+def served_project(args: argparse.Namespace, tmp: Path) -> tuple[Path, str, str | None]:
+    """(project root, champion version, MLP version or None): --project's, else a world built in `tmp`."""
     if args.project is None:
-        from tests.serving_world import _build
+        from benchmarks.world import build_world
 
         print("building a tiny served world (real stages; ~1-2 min) ...", flush=True)
-        world = _build(tmp, use_redis=False, mlp=not args.no_mlp)
-        project, champion, mlp = world.params_path.parent, world.champion, world.mlp
-    else:
-        from pipelines.config import load_params
-        from pipelines.engines.registry import open_registry
+        world = build_world(tmp, use_redis=False, mlp=not args.no_mlp)
+        return world.params_path.parent, world.champion, world.mlp
+    from pipelines.config import load_params
+    from pipelines.engines.registry import open_registry
 
-        project = args.project.resolve()
-        p = load_params(project / "params.yaml")
-        mv = open_registry(p).get_version_by_alias(p.register_.model_name, "champion")
-        assert mv is not None, "the project has no champion"
-        champion, mlp = str(mv.version), (None if args.no_mlp else args.mlp)
-    set_champion(project, champion)
+    project = args.project.resolve()
+    p = load_params(project / "params.yaml")
+    mv = open_registry(p).get_version_by_alias(p.register_.model_name, "champion")
+    assert mv is not None, "the project has no champion"
+    return project, str(mv.version), (None if args.no_mlp else args.mlp)
 
+
+def wrk_script(project: Path, tmp: Path) -> Path:
+    """The wrk Lua script POSTing one record per request over 500 of the project's entities."""
     import pandas as pd
 
     entities = sorted(pd.read_parquet(project / "data" / "raw")["entity_id"].astype(str).unique())[:500]
     script = tmp / "post.lua"
     script.write_text(LUA % {"entities": ",".join(f'"{e}"' for e in entities)})
+    return script
 
-    py = sys.executable
-    base_env = {
-        **os.environ,
-        "BENTOML_HOME": str(tmp / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "PYTHONPATH": str(REPO),
-    }
 
-    def bento(name: str, serve: dict[str, Any]) -> Server:
-        env = {**base_env, "SLUICE_PARAMS": str(write_variant(project, name, serve))}
-        cmd = [
-            py,
-            "-m",
-            "bentoml",
-            "serve",
-            "service:FraudScorer",
-            "--working-dir",
-            str(REPO / "bentos" / "fraud_scorer"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(_free_port()),
+class Servers:
+    """Builds the benchmarked servers of one project (each on a free port, logs under `tmp`)."""
+
+    def __init__(self, project: Path, tmp: Path) -> None:
+        self.project, self.tmp = project, tmp
+        self.base_env = {
+            **os.environ,
+            "BENTOML_HOME": str(tmp / "bentoml"),
+            "BENTOML_DO_NOT_TRACK": "True",
+            "PYTHONPATH": str(REPO),
+        }
+
+    def _server(self, name: str, serve: dict[str, Any], cmd: list[str]) -> Server:
+        env = {**self.base_env, "SLUICE_PARAMS": str(write_variant(self.project, name, serve))}
+        return Server(name, cmd, env, self.tmp / f"{name}.log")
+
+    def bento(self, name: str, serve: dict[str, Any]) -> Server:
+        cmd = [sys.executable, "-m", "bentoml", "serve", "service:FraudScorer"]
+        cmd += ["--working-dir", str(REPO / "bentos" / "fraud_scorer")]
+        cmd += ["--host", "127.0.0.1", "--port", str(_free_port())]
+        return self._server(name, serve, cmd)
+
+    def fastapi(self, name: str) -> Server:
+        cmd = [sys.executable, "-m", "uvicorn", "benchmarks.serving_baseline:app"]
+        cmd += ["--host", "127.0.0.1", "--port", str(_free_port()), "--workers", "1"]
+        cmd += ["--no-access-log", "--log-level", "warning"]
+        return self._server(name, {}, cmd)
+
+    def plan(self, champion: str, mlp: str | None) -> list[tuple[str, Callable[[], Server], str]]:
+        """(configuration, server factory, champion version to serve) of every run, in order."""
+        plan: list[tuple[str, Callable[[], Server], str]] = [
+            ("fastapi", lambda: self.fastapi("fastapi"), champion),
+            ("bento-nobatch", lambda: self.bento("bento-nobatch", {"batching": False}), champion),
+            ("bento", lambda: self.bento("bento", {}), champion),
         ]
-        return Server(name, cmd, env, tmp / f"{name}.log")
+        if mlp:
+            plan += [
+                ("fastapi-mlp", lambda: self.fastapi("fastapi-mlp"), mlp),
+                ("bento-nobatch-mlp", lambda: self.bento("bento-nobatch-mlp", {"batching": False}), mlp),
+                ("bento-mlp", lambda: self.bento("bento-mlp", {}), mlp),
+            ]
+        return plan
 
-    def fastapi(name: str) -> Server:
-        env = {**base_env, "SLUICE_PARAMS": str(write_variant(project, name, {}))}
-        cmd = [
-            py,
-            "-m",
-            "uvicorn",
-            "benchmarks.serving_baseline:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(_free_port()),
-            "--workers",
-            "1",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
-        return Server(name, cmd, env, tmp / f"{name}.log")
 
-    plan: list[tuple[str, Any, str | None]] = [
-        ("fastapi", lambda: fastapi("fastapi"), champion),
-        ("bento-nobatch", lambda: bento("bento-nobatch", {"batching": False}), champion),
-        ("bento", lambda: bento("bento", {}), champion),
-    ]
-    if mlp:
-        plan += [
-            ("fastapi-mlp", lambda: fastapi("fastapi-mlp"), mlp),
-            ("bento-nobatch-mlp", lambda: bento("bento-nobatch-mlp", {"batching": False}), mlp),
-            ("bento-mlp", lambda: bento("bento-mlp", {}), mlp),
-        ]
+def measure(
+    name: str, server: Server, clients: int, args: argparse.Namespace, script: Path, tmp: Path
+) -> dict[str, Any]:
+    """One wrk run at `clients` against a ready server, with the service's own counters when a Bento."""
+    is_bento = name.startswith("bento")
+    before = batch_hist(server.url) if is_bento else {}
+    fb0 = counter_sum(server.url, "sluice_feature_fallbacks_total")
+    hit0 = counter_sum(server.url, "sluice_cache_hits_total")
+    prof = None
+    if args.profile and name == "bento" and clients == max(_clients(args)):
+        r, prof = _profiled_wrk(server, clients, args.duration, script, tmp)
+    else:
+        r = wrk(server.url, clients, args.duration, script)
+    if is_bento:
+        r["batch_size_hist"] = hist_delta(before, batch_hist(server.url))
+        # answers without fresh features (lookups over serve.feature_timeout_ms), cache hits
+        r["feature_fallbacks"] = int(counter_sum(server.url, "sluice_feature_fallbacks_total") - fb0)
+        r["cache_hits"] = int(counter_sum(server.url, "sluice_cache_hits_total") - hit0)
+    if prof:
+        r["profile_inclusive_pct"] = prof
+    print(
+        f"{name:18s} c={clients:3d}  {r['ok_rps']:8.1f} req/s  failed={r['failed']:6d}  "
+        f"p50={r['p50_ms']} ms  p99={r['p99_ms']} ms  "
+        f"fallbacks={r.get('feature_fallbacks', '-')}  {r.get('batch_size_hist', '')}",
+        flush=True,
+    )
+    return r
 
-    results: dict[str, Any] = {"runs": {}, "duration_s": args.duration, "machine_cores": os.cpu_count()}
-    for name, make, version in plan:
-        set_champion(project, version)  # type: ignore[arg-type]
-        with make() as server:
-            wrk(f"{server.url}", 8, 3, script)  # warm-up: first batches, JIT-ish allocations
-            runs = []
-            for c in clients:
-                before = batch_hist(server.url) if name.startswith("bento") else {}
-                fb0 = counter_sum(server.url, "sluice_feature_fallbacks_total")
-                hit0 = counter_sum(server.url, "sluice_cache_hits_total")
-                prof = None
-                if args.profile and name == "bento" and c == max(clients):
-                    import threading
 
-                    # the service worker: the newest process of the server's session
-                    worker = max(server.worker_pids())
-                    holder: dict[str, Any] = {}
-                    seconds = max(5, args.duration - 4)
-                    t = threading.Thread(
-                        target=lambda: holder.update(top=profile(worker, seconds, tmp / "profile.json"))  # noqa: B023
-                    )
-                    t.start()
-                    r = wrk(server.url, c, args.duration, script)
-                    t.join()
-                    prof = holder.get("top")
-                else:
-                    r = wrk(server.url, c, args.duration, script)
-                if name.startswith("bento"):
-                    r["batch_size_hist"] = hist_delta(before, batch_hist(server.url))
-                    # answers without fresh features (lookups over serve.feature_timeout_ms), cache hits
-                    r["feature_fallbacks"] = int(
-                        counter_sum(server.url, "sluice_feature_fallbacks_total") - fb0
-                    )
-                    r["cache_hits"] = int(counter_sum(server.url, "sluice_cache_hits_total") - hit0)
-                if prof:
-                    r["profile_inclusive_pct"] = prof
-                runs.append(r)
-                print(
-                    f"{name:18s} c={c:3d}  {r['ok_rps']:8.1f} req/s  failed={r['failed']:6d}  "
-                    f"p50={r['p50_ms']} ms  p99={r['p99_ms']} ms  "
-                    f"fallbacks={r.get('feature_fallbacks', '-')}  {r.get('batch_size_hist', '')}",
-                    flush=True,
-                )
-            results["runs"][name] = runs
-    set_champion(project, champion)
+def _profiled_wrk(
+    server: Server, clients: int, duration: int, script: Path, tmp: Path
+) -> tuple[dict[str, Any], list[tuple[str, float]] | None]:
+    """A wrk run while py-spy samples the service worker (the newest process of the server's session)."""
+    import threading
 
-    def rps(name: str, c: int) -> float:
-        return next(r["ok_rps"] for r in results["runs"][name] if r["clients"] == c)
+    worker = max(server.worker_pids())
+    holder: dict[str, Any] = {}
+    seconds = max(5, duration - 4)
+    t = threading.Thread(target=lambda: holder.update(top=profile(worker, seconds, tmp / "profile.json")))
+    t.start()
+    r = wrk(server.url, clients, duration, script)
+    t.join()
+    return r, holder.get("top")
 
-    top = max(clients)
-    ratios = {
-        f"bento/bento-nobatch@{top} (xgboost, target >= 1.5)": rps("bento", top) / rps("bento-nobatch", top),
-        f"bento/fastapi@{top} (xgboost, target >= 1.0)": rps("bento", top) / rps("fastapi", top),
+
+def ratios(results: dict[str, Any], top: int, mlp: str | None) -> dict[str, float]:
+    """The ratios the serving issue asks for, at `top` clients."""
+
+    def rps(name: str) -> float:
+        return next(r["ok_rps"] for r in results["runs"][name] if r["clients"] == top)
+
+    out = {
+        f"bento/bento-nobatch@{top} (xgboost, target >= 1.5)": rps("bento") / rps("bento-nobatch"),
+        f"bento/fastapi@{top} (xgboost, target >= 1.0)": rps("bento") / rps("fastapi"),
     }
     if mlp:
-        ratios[f"bento-mlp/bento-nobatch-mlp@{top} (mlp cpu, target >= 1.4)"] = rps("bento-mlp", top) / rps(
-            "bento-nobatch-mlp", top
+        out[f"bento-mlp/bento-nobatch-mlp@{top} (mlp cpu, target >= 1.4)"] = rps("bento-mlp") / rps(
+            "bento-nobatch-mlp"
         )
-        ratios[f"bento-mlp/fastapi-mlp@{top} (mlp cpu)"] = rps("bento-mlp", top) / rps("fastapi-mlp", top)
-    results["ratios"] = {k: round(v, 2) for k, v in ratios.items()}
+        out[f"bento-mlp/fastapi-mlp@{top} (mlp cpu)"] = rps("bento-mlp") / rps("fastapi-mlp")
+    return {k: round(v, 2) for k, v in out.items()}
+
+
+def _clients(args: argparse.Namespace) -> list[int]:
+    return [int(c) for c in args.clients.split(",")]
+
+
+def _report(results: dict[str, Any], args: argparse.Namespace) -> None:
     print("\nratios (same machine, same run):")
     for k, v in results["ratios"].items():
         print(f"  {k}: {v}")
@@ -457,6 +455,28 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     print(f"\nwrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if not shutil.which("wrk") or not shutil.which("taskset"):
+        sys.exit("needs wrk and taskset (Debian: apt-get install -y wrk util-linux)")
+    clients = _clients(args)
+    tmp = Path(tempfile.mkdtemp(prefix="sluice-bench-serving-"))
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    project, champion, mlp = served_project(args, tmp)
+    set_champion(project, champion)
+    script = wrk_script(project, tmp)
+
+    results: dict[str, Any] = {"runs": {}, "duration_s": args.duration, "machine_cores": os.cpu_count()}
+    for name, make, version in Servers(project, tmp).plan(champion, mlp):
+        set_champion(project, version)
+        with make() as server:
+            wrk(f"{server.url}", 8, 3, script)  # warm-up: first batches, JIT-ish allocations
+            results["runs"][name] = [measure(name, server, c, args, script, tmp) for c in clients]
+    set_champion(project, champion)
+    results["ratios"] = ratios(results, max(clients), mlp)
+    _report(results, args)
     return 0
 
 

@@ -16,24 +16,23 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from pipelines.artifacts import resolve_version
 from pipelines.contract import CHAMPION, FEATURE_COLUMNS
-from pipelines.engines.registry import open_registry, version_uri
-from pipelines.serving import (
-    OnlineFeatureReader,
-    ScoreRequest,
-    default_release_loader,
-    request_frame,
-    serving_params,
-)
+from pipelines.engines.feast_store import OnlineFeatureReader
+from pipelines.engines.registry import open_registry
+from pipelines.errors import StageError
+from pipelines.serving import ScoreRequest, default_release_loader, request_frame, serving_params
 
 PARAMS = serving_params()
-_name = PARAMS.register_.model_name
-_mv = open_registry(PARAMS).get_version_by_alias(_name, CHAMPION)
-if _mv is None:
-    raise SystemExit(f"no {CHAMPION} for {_name!r} in {PARAMS.tracking_uri}")
-VERSION = str(_mv.version)
-THRESHOLD = float(_mv.tags["threshold"])
-RELEASE = default_release_loader(PARAMS)(version_uri(_name, VERSION), _mv.tags.get("fingerprint"))
+try:
+    _champion = resolve_version(
+        open_registry(PARAMS), PARAMS.register_.model_name, alias=CHAMPION, require_tags=("threshold",)
+    )
+except StageError as err:
+    raise SystemExit(f"{err} ({PARAMS.tracking_uri})") from None
+VERSION = _champion.version
+THRESHOLD = float(_champion.tags["threshold"])
+RELEASE = default_release_loader(PARAMS)(_champion)
 READER = OnlineFeatureReader(PARAMS)
 READER(["__warmup__"])
 

@@ -41,7 +41,7 @@ def monitoring() -> None:
     def retrain(summary: dict) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipelines.monitor import retrain_extra
+        from pipelines.monitoring.decision import retrain_extra
 
         extra = retrain_extra(summary)
         if extra is None:  # a skipped task emits no asset event: no retrain
@@ -49,7 +49,7 @@ def monitoring() -> None:
         get_current_context()["outlet_events"][RETRAIN].extra = extra
         return extra
 
-    retrain(monitor())
+    retrain(monitor())  # type: ignore[arg-type]  # TaskFlow hands the XCom value over at run time
 
 
 monitoring()

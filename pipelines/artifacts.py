@@ -1,4 +1,5 @@
-"""The one reader of what stages hand each other: dataset splits, JSON reports, registered releases.
+"""The one reader of what stages hand each other: dataset splits, JSON reports, the prediction log,
+registered releases.
 
 Stages hand each other files and registry entries, never Python objects. Each reader here names the file
 (or the registered model, alias and version) and the stage that produces it when something is missing, so
@@ -9,12 +10,13 @@ swapped after registration are refused.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.contract import LABEL
+from pipelines.contract import LABEL, PREDICTION_LOG_GLOB, SPLITS
 from pipelines.errors import StageError
 
 if TYPE_CHECKING:
@@ -24,7 +26,6 @@ if TYPE_CHECKING:
     from pipelines.engines.registry import Registry
     from pipelines.model.release import Release
 
-SPLITS = ("train", "valid", "test")
 RELEASE_DOC = "release.json"  # under paths.models, written by train
 
 
@@ -35,7 +36,7 @@ def split_path(params: Params, split: str) -> Path:
     """data/dataset/<split>.parquet."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return params.paths.dataset / f"{split}.parquet"
+    return params.paths.split(split)
 
 
 def read_split(params: Params, split: str, *, labelled: bool = True) -> pd.DataFrame:
@@ -73,6 +74,29 @@ def read_release_doc(params: Params) -> dict[str, Any]:
     if "model_uri" not in doc:
         raise StageError(f"{path}: has no model_uri")
     return doc
+
+
+def read_prediction_log(
+    directory: Path, start: dt.date | None = None, end: dt.date | None = None
+) -> pd.DataFrame:
+    """All logged predictions served in [start, end) (UTC dates; None = unbounded) as one DataFrame.
+
+    Tolerates a partial last line in a file being written right now.
+    """
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    for part in sorted(Path(directory).glob("date=*")):
+        day = dt.date.fromisoformat(part.name.split("=", 1)[1])
+        if (start is not None and day < start) or (end is not None and day >= end):
+            continue
+        for f in sorted(part.glob(PREDICTION_LOG_GLOB)):
+            with f.open(encoding="utf-8") as fh:
+                for line in fh:
+                    if not line.endswith("\n"):
+                        break  # being written
+                    rows.append(json.loads(line))
+    return pd.DataFrame(rows)
 
 
 # ---- registered releases ------------------------------------------------------------------------------

@@ -21,13 +21,16 @@ import logging
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipelines import artifacts
 from pipelines.config import Params
+from pipelines.contract import LABEL, TIMESTAMP
 from pipelines.errors import StageError
 from pipelines.io import PART_FILE, days, existing_partitions, read_partitions, write_partition
 
@@ -65,18 +68,14 @@ def _cached_release(
     key = (tracking_uri, model_uri, device, fingerprint)
     release = _RELEASES.get(key)
     if release is None:
-        from pipelines.model.packaging import load_release
+        from pipelines.artifacts import load_release_at
 
-        if tracking_uri:
-            from pipelines.engines.registry import use_tracking_uri
-
-            # worker processes start with MLflow's default (a relative sqlite file): point them at ours
-            use_tracking_uri(tracking_uri)
         if device != "cpu":
             from pipelines.engines.spark import pin_task_gpu
 
             pin_task_gpu()  # the GPU Spark assigned to this task (cluster GPU scheduling), before CUDA init
-        release = load_release(model_uri, device=device, expected_fingerprint=fingerprint)
+        # worker processes start with MLflow's default URI (a relative sqlite file): resolved against ours
+        release = load_release_at(model_uri, tracking_uri, fingerprint=fingerprint, device=device)
         _fit_threads(release)
         _RELEASES[key] = release
     return release
@@ -211,106 +210,122 @@ def finalize_day(table: pa.Table, threshold: float, model_name: str, model_versi
     return df[[c for c in OUTPUT_COLUMNS if c in df.columns]]
 
 
-def _resolve_release(params: Params) -> tuple[str, str, dict[str, str]]:
-    """(model_name, version, version tags) of params.batch_predict.alias, or StageError."""
-    from pipelines.engines.registry import open_registry
+def _scoring_frame(params: Params, start: dt.date, end: dt.date) -> pd.DataFrame:
+    """Validated events of [start, end) + their point-in-time features, without the label."""
+    from pipelines.engines.feast_store import historical_features
 
-    name, alias = params.register_.model_name, params.batch_predict.alias
-    registry = open_registry(params)
-    mv = registry.get_version_by_alias(name, alias)
-    if mv is None:
-        raise StageError(
-            f"registered model {name!r} has no alias {alias!r} in {params.tracking_uri} "
-            "(run register first, or set batch_predict.alias)"
+    src = params.paths.validated
+    if not existing_partitions(src, start, end):
+        raise StageError(f"{src}: no validated partitions in [{start}, {end}) (run validate)")
+    events = read_partitions(src, start, end)
+    if events.empty:
+        raise StageError(f"{src}: validated partitions of [{start}, {end}) hold no rows")
+    frame = historical_features(params, events)
+    if len(frame) != len(events):
+        raise StageError(f"historical_features returned {len(frame)} rows for {len(events)} events")
+    return frame.drop(columns=[c for c in (LABEL,) if c in frame.columns])
+
+
+def _write_input(frame: pd.DataFrame, path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    # row groups of 64k rows: Spark splits a file only between row groups, so this is what lets
+    # a large range spread over every core (pyarrow's default is one group per 1M rows)
+    pq.write_table(
+        pa.Table.from_pandas(frame, preserve_index=False),
+        path,
+        row_group_size=_INPUT_ROW_GROUP,
+        compression="zstd",
+        coerce_timestamps="us",
+        allow_truncated_timestamps=True,
+    )
+
+
+def _score_to(
+    params: Params, registered: artifacts.RegisteredVersion, release: Any, src: Path, out: Path
+) -> None:
+    """Score the input Parquet at `src` on Spark into `out`/date=D/ (the release loaded in each worker)."""
+    from pyspark.sql import functions as F
+
+    from pipelines.engines.spark import get_spark, wants_gpu, with_gpu_conf
+
+    bp = params.batch_predict
+    # GPU only when params ask for it (device cuda|auto) and one exists; the CPU path is unchanged
+    batch_size = (bp.gpu_batch_size or bp.batch_size) if wants_gpu(bp.device) else bp.batch_size
+    spark = get_spark(with_gpu_conf(params.spark, bp.device), app_name="sluice-batch_predict")
+    scored = score_spark(
+        spark.read.parquet(str(src)),
+        registered.uri,
+        float(registered.tags["threshold"]),
+        batch_size,
+        input_columns=release.input_columns,
+        tracking_uri=params.tracking_uri,
+        device=bp.device,
+        fingerprint=registered.fingerprint,
+    )
+    # session time zone is UTC (get_spark), so to_date gives the event's UTC date = its partition
+    with arrow_batch_size(spark, batch_size):
+        scored.withColumn("date", F.to_date(TIMESTAMP)).write.mode("overwrite").partitionBy("date").parquet(
+            str(out)
         )
-    version = str(mv.version)
-    missing = [t for t in ("threshold", "feature_list") if t not in mv.tags]
-    if missing:
-        raise StageError(f"model {name!r} version {version} (alias {alias!r}) lacks release tags {missing}")
-    return name, version, dict(mv.tags)
+
+
+def _publish(
+    params: Params,
+    registered: artifacts.RegisteredVersion,
+    scored: Path,
+    start: dt.date,
+    end: dt.date,
+    rows: int,
+) -> list[str]:
+    """Replace data/predictions/date=D/ for each scored day, after checking no row went missing."""
+    import pyarrow.parquet as pq
+
+    by_day = {
+        day: files
+        for day in days(start, end)
+        if (files := sorted((scored / f"date={day.isoformat()}").glob("*.parquet")))
+    }
+    # check completeness before replacing any published partition
+    got = sum(pq.ParquetFile(f).metadata.num_rows for files in by_day.values() for f in files)
+    if got != rows:
+        raise StageError(f"scored {got} rows of [{start}, {end}) but read {rows} events")
+    threshold = float(registered.tags["threshold"])
+    written: list[str] = []
+    for day, files in by_day.items():
+        # read the day's files directly (not as a hive dataset, which would add the `date` column back)
+        table = pa.concat_tables([pq.read_table(f) for f in files])
+        day_frame = finalize_day(table, threshold, registered.name, registered.version)
+        write_partition(day_frame, params.paths.predictions, day)
+        written.append(day.isoformat())
+    return written
 
 
 def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     """Score validated events of [start, end) with the aliased release; write data/predictions/date=D/."""
-    import json
+    from pipelines.engines.registry import open_registry
 
-    import pyarrow.parquet as pq
-
-    from pipelines.engines.feast_store import historical_features
-    from pipelines.engines.registry import version_uri
-    from pipelines.engines.spark import get_spark, wants_gpu, with_gpu_conf
-    from pipelines.model.request_features import input_columns
-
-    paths = params.paths
-    parts = existing_partitions(paths.validated, start, end)
-    if not parts:
-        raise StageError(f"{paths.validated}: no validated partitions in [{start}, {end}) (run validate)")
-    name, version, tags = _resolve_release(params)
-    threshold = float(tags["threshold"])
-    events = read_partitions(paths.validated, start, end)
-    if events.empty:
-        raise StageError(f"{paths.validated}: validated partitions of [{start}, {end}) hold no rows")
-    frame = historical_features(params, events)
-    if len(frame) != len(events):
-        raise StageError(f"historical_features returned {len(frame)} rows for {len(events)} events")
-    frame = frame.drop(columns=[c for c in ("label",) if c in frame.columns])
-
-    tmp = paths.data / f".tmp-batch_predict-{uuid.uuid4().hex[:8]}"
+    registered = artifacts.resolve_version(
+        open_registry(params),
+        params.register_.model_name,
+        alias=params.batch_predict.alias,
+        require_tags=("threshold", "feature_list"),
+    )
+    # loaded once here: a bad release fails before Spark starts, and its spec names the input columns
+    release = artifacts.load_version(params, registered)
+    frame = _scoring_frame(params, start, end)
+    tmp = params.paths.data / f".tmp-batch_predict-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
-        # row groups of 64k rows: Spark splits a file only between row groups, so this is what lets
-        # a large range spread over every core (pyarrow's default is one group per 1M rows)
-        pq.write_table(
-            pa.Table.from_pandas(frame, preserve_index=False),
-            tmp / "input.parquet",
-            row_group_size=_INPUT_ROW_GROUP,
-            compression="zstd",
-            coerce_timestamps="us",
-            allow_truncated_timestamps=True,
-        )
-        bp = params.batch_predict
-        # GPU only when params ask for it (device cuda|auto) and one exists; the CPU path is unchanged
-        gpu = wants_gpu(bp.device)
-        batch_size = (bp.gpu_batch_size or bp.batch_size) if gpu else bp.batch_size
-        spark = get_spark(with_gpu_conf(params.spark, bp.device), app_name="sluice-batch_predict")
-        from pyspark.sql import functions as F
-
-        scored = score_spark(
-            spark.read.parquet(str(tmp / "input.parquet")),
-            version_uri(name, version),
-            threshold,
-            batch_size,
-            input_columns=input_columns(json.loads(tags["feature_list"])),
-            tracking_uri=params.tracking_uri,
-            device=bp.device,
-            fingerprint=tags.get("fingerprint"),
-        )
-        # session time zone is UTC (get_spark), so to_date gives the event's UTC date = its partition
-        with arrow_batch_size(spark, batch_size):
-            scored.withColumn("date", F.to_date("event_timestamp")).write.mode("overwrite").partitionBy(
-                "date"
-            ).parquet(str(tmp / "scored"))
-
-        by_day = {
-            day: files
-            for day in days(start, end)
-            if (files := sorted((tmp / "scored" / f"date={day.isoformat()}").glob("*.parquet")))
-        }
-        # check completeness before replacing any published partition
-        rows = sum(pq.ParquetFile(f).metadata.num_rows for files in by_day.values() for f in files)
-        if rows != len(events):
-            raise StageError(f"scored {rows} rows of [{start}, {end}) but read {len(events)} events")
-        written: list[str] = []
-        for day, files in by_day.items():
-            # read the day's files directly (not as a hive dataset, which would add the `date` column back)
-            table = pa.concat_tables([pq.read_table(f) for f in files])
-            write_partition(finalize_day(table, threshold, name, version), paths.predictions, day)
-            written.append(day.isoformat())
+        _write_input(frame, tmp / "input.parquet")
+        _score_to(params, registered, release, tmp / "input.parquet", tmp / "scored")
+        written = _publish(params, registered, tmp / "scored", start, end, len(frame))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    name, version = registered.name, registered.version
     log.info(
         "scored %d events of [%s, %s) with %s v%s into %d partitions",
-        rows,
+        len(frame),
         start,
         end,
         name,
@@ -321,10 +336,10 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
         "model_name": name,
         "model_version": version,
         "alias": params.batch_predict.alias,
-        "threshold": threshold,
-        "rows": rows,
+        "threshold": float(registered.tags["threshold"]),
+        "rows": len(frame),
         "partitions": written,
-        "output": str(paths.predictions),
+        "output": str(params.paths.predictions),
         "file": PART_FILE,
     }
 

@@ -154,6 +154,8 @@ class MLPParams(_Section):
 
 class TrainParams(_Section):
     model: Literal["xgboost", "mlp"] = "xgboost"
+    # the request-time features the model computes (data a data scientist edits; stored in the release)
+    request_features: str = "feature_repo/request_features.yaml"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 42
     xgboost: XGBoostParams = XGBoostParams()
@@ -311,11 +313,13 @@ class ChampionGateParams(_Section):
     margin: float = Field(0.0, ge=0)
     # ... or, for a change marked as a refresh, not be worse by more than this
     refresh_tolerance: float = Field(0.01, ge=0)
-    # behavioural tests: |score change| allowed by invariance (merchant name case)
+    # behavioural test cases (invariance, directional, minimum functionality), data a data scientist edits
+    behaviour_cases: str = "expectations/behaviour.yaml"
+    # behavioural tests: |score change| allowed by the invariance cases
     invariance_tolerance: float = Field(1e-6, ge=0)
-    # directional (amount x10 far from home): share of rows whose score may drop by more than 0.01
+    # directional cases: share of rows whose score may drop by more than the file's max_drop
     directional_max_violations: float = Field(0.05, ge=0, le=1)
-    # minimum functionality: share of hand-made obvious fraud flagged / obvious legit flagged
+    # minimum functionality: share of the file's obvious positives flagged / obvious negatives flagged
     mft_min_fraud_flagged: float = Field(0.5, ge=0, le=1)
     mft_max_legit_flagged: float = Field(0.1, ge=0, le=1)
 
@@ -368,6 +372,10 @@ class Paths:
         self.models = root / "models"
         self.mlflow_db = root / "mlflow.db"
         self.mlflow_artifacts = root / "mlartifacts"
+
+    def split(self, name: str) -> Path:
+        """data/dataset/<name>.parquet: one of contract.SPLITS."""
+        return self.dataset / f"{name}.parquet"
 
     def partition(self, base: Path, day: dt.date) -> Path:
         """Directory of one event-date partition under `base` (Hive style, readable by Spark)."""

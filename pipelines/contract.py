@@ -69,6 +69,13 @@ FEATURE_COLUMNS: list[str] = [c for c in FEATURE_SCHEMA.names if c not in (ENTIT
 # Feature columns as their Arrow types: what the Feast view's Field dtypes must be (int64 / float64).
 FEATURE_TYPES: dict[str, pa.DataType] = {f.name: f.type for f in FEATURE_SCHEMA if f.name in FEATURE_COLUMNS}
 
+# ---- the dataset (dataset writes the splits, train / evaluate / the gate / monitoring read them) -------
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+
+# ---- the prediction log (serving writes it, monitoring and the canary read it) -----------------------
+# data/prediction_log/date=D/predictions-<...>.jsonl: one JSON object per scored event
+PREDICTION_LOG_GLOB = "predictions-*.jsonl"
+
 # ---- registry aliases ---------------------------------------------------------------------------------
 CHAMPION = "champion"  # serves 100 % (or the rest of the canary split)
 CHALLENGER = "challenger"  # passed the offline gates; the canary's candidate

@@ -15,11 +15,8 @@ import pyarrow as pa
 
 from pipelines import io
 from pipelines.config import DatasetParams, Params
+from pipelines.contract import ENTITY_KEY, EVENT_ID, FEATURE_COLUMNS, LABEL, SPLITS, TIMESTAMP
 from pipelines.errors import StageError
-
-SPLITS: tuple[str, ...] = ("train", "valid", "test")
-TIMESTAMP = "event_timestamp"
-LABEL = "label"
 
 
 def split_by_time(frame: pd.DataFrame, cfg: DatasetParams) -> dict[str, pd.DataFrame]:
@@ -69,7 +66,6 @@ def _summary(part: pd.DataFrame) -> dict[str, Any]:
 
 def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     """Build data/dataset/{train,valid,test}.parquet + summary.json for the events of [start, end)."""
-    from pipelines.contract import FEATURE_COLUMNS
     from pipelines.engines.feast_store import historical_features
 
     src = params.paths.validated
@@ -79,10 +75,10 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
             f"dataset: no validated events for [{start}, {end}) under {src}; "
             f"run ingest and validate for this range, or choose a longer range"
         )
-    missing = [c for c in ("entity_id", TIMESTAMP, LABEL) if c not in events.columns]
+    missing = [c for c in (ENTITY_KEY, TIMESTAMP, LABEL) if c not in events.columns]
     if missing:
         raise StageError(f"dataset: validated partitions under {src} lack columns {missing}")
-    sort_by = [TIMESTAMP, "event_id"] if "event_id" in events.columns else [TIMESTAMP, "entity_id"]
+    sort_by = [TIMESTAMP, EVENT_ID] if EVENT_ID in events.columns else [TIMESTAMP, ENTITY_KEY]
     events = events.sort_values(sort_by, kind="stable").reset_index(drop=True)
 
     joined = historical_features(params, events)
@@ -100,7 +96,7 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     with io.atomic_dir(params.paths.dataset) as tmp:
         for name, part in splits.items():
             table = pa.Table.from_pandas(part, preserve_index=False).replace_schema_metadata(None)
-            io.write_table(table, tmp / f"{name}.parquet")
+            io.write_table(table, tmp / params.paths.split(name).name)
         io.atomic_write_json(tmp / "summary.json", summary)
     return {"stage": "dataset", "path": str(params.paths.dataset), **summary}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -50,7 +51,6 @@ def compute_features(
     [start - lookback_days(history_days), end) for the windows of the first events to be complete.
     Without a merchant column distinct_merchants_24h is null, not faked.
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     missing = [c for c in ("entity_id", ts_col, "amount") if c not in df.columns]
@@ -64,6 +64,20 @@ def compute_features(
         F.col("amount").cast("double").alias("amount"),
         *([F.col("merchant").cast("string").alias("merchant")] if "merchant" in df.columns else []),
     ).where(F.col("_us") < F.lit(_micros(end)))
+
+    out = events.select("entity_id", "_us", *_aggregates(history_days, "merchant" in events.columns))
+    return (
+        out.where((F.col("_us") >= F.lit(_micros(start))) & (F.col("_us") < F.lit(_micros(end))))
+        .withColumn("event_timestamp", F.timestamp_micros("_us"))
+        .withColumn("last_event_ts", (F.col("_us") / F.lit(1_000_000.0)).cast("double"))
+        .select(*OUTPUT_COLUMNS)
+    )
+
+
+def _aggregates(history_days: int, has_merchant: bool) -> list[Column]:
+    """The windowed aggregates of the contract's feature columns, over events ordered by `_us`."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
 
     base = Window.partitionBy("entity_id").orderBy("_us")
 
@@ -80,15 +94,13 @@ def compute_features(
     def total(w: Any) -> Column:
         return F.sum("amount").over(w).cast("double")
 
-    if "merchant" in events.columns:
+    if has_merchant:
         # Spark has no COUNT(DISTINCT) over a window; the size of the set of merchants is the same
         distinct_merchants = F.size(F.collect_set("merchant").over(w24h)).cast("long")
     else:
         distinct_merchants = F.lit(None).cast("long")
 
-    out = events.select(
-        "entity_id",
-        "_us",
+    return [
         count(w1h).alias("txn_count_1h"),
         total(w1h).alias("amount_sum_1h"),
         count(w24h).alias("txn_count_24h"),
@@ -102,13 +114,7 @@ def compute_features(
         # sample std: null with a single event (a population std of 0 would make z-scores infinite)
         F.stddev_samp("amount").over(whist).cast("double").alias("amount_std_hist"),
         count(whist).alias("txn_count_hist"),
-    )
-    return (
-        out.where((F.col("_us") >= F.lit(_micros(start))) & (F.col("_us") < F.lit(_micros(end))))
-        .withColumn("event_timestamp", F.timestamp_micros("_us"))
-        .withColumn("last_event_ts", (F.col("_us") / F.lit(1_000_000.0)).cast("double"))
-        .select(*OUTPUT_COLUMNS)
-    )
+    ]
 
 
 def _partition_table(path: Any) -> pa.Table:
@@ -121,6 +127,26 @@ def _partition_table(path: Any) -> pa.Table:
     keys = ["event_timestamp", "entity_id", *OUTPUT_COLUMNS[2:]]
     order = pc.sort_indices(table, sort_keys=[(c, "ascending", "at_start") for c in keys])
     return table.take(order).replace_schema_metadata(None)
+
+
+def _replace_days(scratch: Path, dest: Path, start: dt.date, end: dt.date) -> dict[str, int]:
+    """Swap each day of [start, end) Spark wrote under `scratch` into `dest` whole; rows per day."""
+    rows: dict[str, int] = {}
+    for day in io.days(start, end):
+        written = scratch / f"date={day.isoformat()}"
+        target = io.partition_dir(dest, day)
+        if not written.is_dir():
+            # no events that day: drop a stale partition so the range holds exactly this run's rows
+            if target.exists():
+                stale = dest / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
+                target.rename(stale)
+                shutil.rmtree(stale)
+            continue
+        table = _partition_table(written)
+        with io.atomic_dir(target) as tmp:
+            io.write_table(table, tmp / io.PART_FILE)
+        rows[day.isoformat()] = table.num_rows
+    return rows
 
 
 def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
@@ -151,27 +177,13 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     # Spark writes per-date part files into a hidden scratch dir (readers skip dot-dirs); each date is
     # then rewritten as one sorted file and swapped in whole, so a crash never leaves a partial date.
     scratch = dest / f".spark-{uuid.uuid4().hex[:8]}"
-    rows: dict[str, int] = {}
     try:
         (
             features.withColumn("date", F.date_format("event_timestamp", "yyyy-MM-dd"))
             .write.partitionBy("date")
             .parquet(str(scratch))
         )
-        for day in io.days(start, end):
-            written = scratch / f"date={day.isoformat()}"
-            target = io.partition_dir(dest, day)
-            if not written.is_dir():
-                # no events that day: drop a stale partition so the range holds exactly this run's rows
-                if target.exists():
-                    stale = dest / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
-                    target.rename(stale)
-                    shutil.rmtree(stale)
-                continue
-            table = _partition_table(written)
-            with io.atomic_dir(target) as tmp:
-                io.write_table(table, tmp / io.PART_FILE)
-            rows[day.isoformat()] = table.num_rows
+        rows = _replace_days(scratch, dest, start, end)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

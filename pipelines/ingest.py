@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines import io, source
+from pipelines import io, sources
 from pipelines.config import Params
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def split_by_day(events: pd.DataFrame, start: dt.date, end: dt.date) -> dict[dt.date, pd.DataFrame]:
     """Events of [start, end) grouped by UTC event date, each sorted by (event_timestamp, event_id)."""
-    events = source.in_range(events, start, end)
+    events = sources.in_range(events, start, end)
     events = events.sort_values(["event_timestamp", "event_id"], kind="stable").reset_index(drop=True)
     dates = events["event_timestamp"].dt.date
     return {day: frame.reset_index(drop=True) for day, frame in events.groupby(dates, sort=True)}
@@ -29,7 +29,7 @@ def split_by_day(events: pd.DataFrame, start: dt.date, end: dt.date) -> dict[dt.
 
 def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     """Write one raw partition per event date of [start, end); returns rows per day."""
-    events = source.load_events(params, start, end)
+    events = sources.load_events(params, start, end)
     by_day = split_by_day(events, start, end)
     raw = params.paths.raw
     written, removed = [], []

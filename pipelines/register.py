@@ -10,11 +10,11 @@ reports/registry.json.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from pipelines.artifacts import RELEASE_DOC, read_json
 from pipelines.config import Params
 from pipelines.contract import CHALLENGER, CHAMPION
 from pipelines.engines.registry import Registry, ReleaseTags, open_registry, version_uri
@@ -24,18 +24,6 @@ from pipelines.io import atomic_write_json
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "registry.json"
-
-
-def _read_json(path: Path, producer: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise StageError(f"{path}: not found (run the {producer} stage first)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise StageError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise StageError(f"{path}: expected a JSON object")
-    return data
 
 
 def check_verdict(evaluation: dict[str, Any], path: Path | str = "evaluation.json") -> None:
@@ -106,17 +94,17 @@ def _fingerprint(release: dict[str, Any]) -> str:
 def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     """Register models/release.json if its evaluation passed; write reports/registry.json."""
     paths = params.paths
-    release_path = paths.models / "release.json"
-    release = _read_json(release_path, "train")
+    release_path = paths.models / RELEASE_DOC
+    release = read_json(release_path, "train")
     required = ("run_id", "model_uri", "feature_list", "train_start", "train_end")
     missing = [k for k in required if k not in release]
     if missing:
         raise StageError(f"{release_path}: fields {missing} missing")
     evaluation_path = paths.reports / "evaluation.json"
-    evaluation = _read_json(evaluation_path, "evaluate")
+    evaluation = read_json(evaluation_path, "evaluate")
     check_verdict(evaluation, evaluation_path)
     metrics_path = paths.reports / "metrics.json"
-    metrics = _read_json(metrics_path, "evaluate")
+    metrics = read_json(metrics_path, "evaluate")
     # a stale evaluation of another run must not let this release through
     for path, doc in ((evaluation_path, evaluation), (metrics_path, metrics)):
         for key in ("run_id", "fingerprint"):

@@ -104,21 +104,20 @@ def validate_frames(
 
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    for site in list(ctx.list_data_docs_sites()):
-        ctx.delete_data_docs_site(site)  # the default site writes to a temp dir nobody reads
+    for old in list(ctx.list_data_docs_sites()):
+        ctx.delete_data_docs_site(old)  # the default site writes to a temp dir nobody reads
     if docs_dir is not None:
-        ctx.add_data_docs_site(
-            DOCS_SITE,
-            {
-                "class_name": "SiteBuilder",
-                "show_how_to_buttons": False,
-                "store_backend": {
-                    "class_name": "TupleFilesystemStoreBackend",
-                    "base_directory": str(docs_dir),
-                },
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        # SiteBuilder takes show_how_to_buttons, which GX's TypedDict of site configs does not list
+        site: dict[str, Any] = {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(docs_dir),
             },
-        )
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
+        ctx.add_data_docs_site(DOCS_SITE, site)  # type: ignore[arg-type]
     batch_def = (
         ctx.data_sources.add_pandas("raw")
         .add_dataframe_asset("transactions")
@@ -172,6 +171,61 @@ def _rel(params: Params, path: Path) -> str:
         return str(path)
 
 
+def _read_all(parts: list[Path]) -> tuple[dict[dt.date, pd.DataFrame], dict[dt.date, str]]:
+    """Each partition's frame, or why it could not be read (a broken file fails its partition only)."""
+    frames: dict[dt.date, pd.DataFrame] = {}
+    unreadable: dict[dt.date, str] = {}
+    for part in parts:
+        day = io.partition_date(part)
+        try:
+            frames[day] = _read_partition(part)
+        except Exception as err:  # a broken file is a failed partition, not a crash of the run
+            unreadable[day] = f"{type(err).__name__}: {err}"
+    return frames, unreadable
+
+
+def _entry(
+    day: dt.date,
+    frames: dict[dt.date, pd.DataFrame],
+    unreadable: dict[dt.date, str],
+    results: dict[dt.date, dict[str, Any]],
+    suite: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(summary entry, GX result) of one partition."""
+    if day in unreadable:
+        failed: list[dict[str, Any]] = [
+            {"type": "readable_parquet", "column": None, "error": unreadable[day]}
+        ]
+        result: dict[str, Any] = {"success": False, "results": []}
+    else:
+        result = results[day]
+        failed = failed_expectations(result)
+    _, skipped = suite_for_columns(suite, list(frames[day].columns)) if day in frames else (None, [])
+    entry: dict[str, Any] = {
+        "success": bool(result["success"]) and not failed,
+        "rows": len(frames[day]) if day in frames else None,
+        "evaluated": len(result.get("results", [])),
+        "skipped_optional_columns": skipped,
+        "failed": failed,
+    }
+    return entry, result
+
+
+def _route(
+    params: Params, part: Path, entry: dict[str, Any], result: dict[str, Any], suite_path: Path
+) -> str | None:
+    """Publish a passing partition to validated/, quarantine a failing one; the failure line, if any."""
+    paths, day = params.paths, io.partition_date(part)
+    if entry["success"]:
+        entry["output"] = _rel(params, _publish(part, paths.validated, paths.quarantine, day))
+        return None
+    report = {"partition": _rel(params, part), "suite": _rel(params, suite_path), **entry}
+    dest = _quarantine(part, paths.validated, paths.quarantine, day, report, result)
+    entry["output"] = _rel(params, dest)
+    what = ", ".join(f"{f['type']}({f['column']})" if f["column"] else f["type"] for f in entry["failed"])
+    return f"date={day.isoformat()} [{what}] -> {_rel(params, dest)}"
+
+
 def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     """Validate raw partitions of [start, end); route them to validated/ or quarantine/; gate."""
     paths = params.paths
@@ -187,51 +241,20 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
         "max_rows": params.validate_.max_rows,
         "max_amount": params.validate_.max_amount,
     }
-
-    frames: dict[dt.date, pd.DataFrame] = {}
-    unreadable: dict[dt.date, str] = {}
-    for part in parts:
-        day = io.partition_date(part)
-        try:
-            frames[day] = _read_partition(part)
-        except Exception as err:  # a broken file is a failed partition, not a crash of the run
-            unreadable[day] = f"{type(err).__name__}: {err}"
-
+    frames, unreadable = _read_all(parts)
     report_dir = paths.reports / "validation"
     partitions: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
     with io.atomic_dir(report_dir) as tmp_docs:
-        results = (
-            validate_frames(frames, suite, parameters, tmp_docs, _rel(params, suite_path)) if frames else {}
-        )
+        suite_name = _rel(params, suite_path)
+        results = validate_frames(frames, suite, parameters, tmp_docs, suite_name) if frames else {}
         for part in parts:
-            day = io.partition_date(part)
-            if day in unreadable:
-                failed = [{"type": "readable_parquet", "column": None, "error": unreadable[day]}]
-                result: dict[str, Any] = {"success": False, "results": []}
-            else:
-                result = results[day]
-                failed = failed_expectations(result)
-            _, skipped = suite_for_columns(suite, list(frames[day].columns)) if day in frames else (None, [])
-            entry: dict[str, Any] = {
-                "success": bool(result["success"]) and not failed,
-                "rows": len(frames[day]) if day in frames else None,
-                "evaluated": len(result.get("results", [])),
-                "skipped_optional_columns": skipped,
-                "failed": failed,
-            }
-            if entry["success"]:
-                entry["output"] = _rel(params, _publish(part, paths.validated, paths.quarantine, day))
-            else:
-                report = {"partition": _rel(params, part), "suite": _rel(params, suite_path), **entry}
-                dest = _quarantine(part, paths.validated, paths.quarantine, day, report, result)
-                entry["output"] = _rel(params, dest)
-                what = ", ".join(f"{f['type']}({f['column']})" if f["column"] else f["type"] for f in failed)
-                failures.append(f"date={day.isoformat()} [{what}] -> {_rel(params, dest)}")
-            partitions[day.isoformat()] = entry
-
+            entry, result = _entry(io.partition_date(part), frames, unreadable, results, suite)
+            if (failure := _route(params, part, entry, result, suite_path)) is not None:
+                failures.append(failure)
+            partitions[io.partition_date(part).isoformat()] = entry
         summary = {
-            "suite": _rel(params, suite_path),
+            "suite": suite_name,
             "start": start.isoformat(),
             "end": end.isoformat(),
             "parameters": parameters,
@@ -246,9 +269,7 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     if failures:
         raise GateFailed(
             f"validation failed for {len(failures)} of {len(parts)} partition(s) "
-            f"(suite {_rel(params, suite_path)}): "
-            + "; ".join(failures)
-            + f". Report: {summary['data_docs']}"
+            f"(suite {suite_name}): " + "; ".join(failures) + f". Report: {summary['data_docs']}"
         )
     return summary
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import os
-import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -12,58 +12,26 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import yaml
 
-from pipelines.config import Params, load_params
+from benchmarks.world import TINY_PARAMS, lay_out_project
+from pipelines.config import Params
+from pipelines.model.request_features import FeatureSpec, load_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # the PostgreSQL server the "production" configurations are tested against (trust auth here)
 PG_SERVER = os.environ.get("SLUICE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 
-# A tiny synthetic world: big enough for every stage to have frauds to learn, small enough for seconds.
-TINY_PARAMS: dict[str, Any] = {
-    # dates as strings: DVC refuses YAML date values in params files
-    "data": {"start": "2026-01-01", "end": "2026-01-15"},
-    "ingest": {
-        "synthetic": {
-            "seed": 11,
-            "n_entities": 60,
-            "n_merchants": 40,
-            "txns_per_entity_per_day": 3.0,
-            "fraud_rate": 0.03,
-        }
-    },
-    "spark": {"master": "local[1]"},
-    "train": {"xgboost": {"n_estimators": 40, "max_depth": 4}, "mlp": {"epochs": 3}},
-    # tiny data: the gates only have to be reachable, not impressive
-    "evaluate": {
-        "max_fpr": 0.05,
-        "gates": {"roc_auc_min": 0.6, "pr_auc_min": 0.05, "recall_at_fpr_min": 0.05},
-    },
-}
+
+@functools.cache
+def shipped_spec() -> FeatureSpec:
+    """The request feature spec the repo ships (feature_repo/request_features.yaml)."""
+    return load_spec(REPO_ROOT / "feature_repo" / "request_features.yaml")
 
 
 def make_project(root: Path, overrides: dict[str, Any] | None = None) -> Params:
     """Lay out a project in `root` (params.yaml, expectations/, feature_repo/) and return its params."""
-    # start from the repo's params.yaml so every section DVC lists exists, then shrink it
-    base = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    raw = _merge(_merge(base, TINY_PARAMS), overrides or {})
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    for sub in ("expectations", "feature_repo"):
-        src = REPO_ROOT / sub
-        if src.is_dir():
-            shutil.copytree(
-                src, root / sub, dirs_exist_ok=True, ignore=shutil.ignore_patterns("data", "__pycache__")
-            )
-    return load_params(root / "params.yaml")
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    # the repo's params.yaml, so every section DVC lists exists, shrunk to the tiny world
+    return lay_out_project(root, TINY_PARAMS, overrides or {})
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ import pytest
 from pipelines import evaluate, train
 from pipelines.config import EvaluateParams, GateParams, Params
 from pipelines.errors import GateFailed, StageError
+from pipelines.model import metrics as model_metrics
 from tests.conftest import make_project
 from tests.test_train import END, START, TINY, write_dataset
 
@@ -24,7 +25,7 @@ P_TEST = np.array([0.1, 0.2, 0.3, 0.8, 0.7, 0.9])
 
 @pytest.mark.unit
 def test_metrics_on_a_known_toy_case() -> None:
-    m = evaluate.evaluate(Y_VALID, P_VALID, Y_TEST, P_TEST, max_fpr=0.1)
+    m = model_metrics.evaluate(Y_VALID, P_VALID, Y_TEST, P_TEST, max_fpr=0.1)
     # one false alarm allowed among 10 valid negatives: flag only scores above 0.8
     assert 0.8 < m["threshold"] < 0.8 + 1e-12
     assert m["valid_recall_at_fpr"] == 0.5
@@ -42,37 +43,37 @@ def test_metrics_on_a_known_toy_case() -> None:
 def test_threshold_never_exceeds_the_fpr_budget_with_ties() -> None:
     y = np.array([0] * 100 + [1] * 5)
     p = np.concatenate([np.full(50, 0.3), np.full(50, 0.7), np.full(5, 0.7)])
-    t = evaluate.choose_threshold(y, p, max_fpr=0.2)
+    t = model_metrics.choose_threshold(y, p, max_fpr=0.2)
     assert t > 0.7  # flagging the tied 0.7 block would mean 50% FPR
-    assert evaluate.choose_threshold(np.array([0, 0, 1]), np.array([0.2, 0.4, 0.9]), 0.01) > 0.4
+    assert model_metrics.choose_threshold(np.array([0, 0, 1]), np.array([0.2, 0.4, 0.9]), 0.01) > 0.4
 
 
 @pytest.mark.unit
 def test_single_class_test_split_is_refused() -> None:
     with pytest.raises(StageError, match="test split has a single class"):
-        evaluate.evaluate(Y_VALID, P_VALID, np.zeros(4), np.full(4, 0.1), 0.1)
+        model_metrics.evaluate(Y_VALID, P_VALID, np.zeros(4), np.full(4, 0.1), 0.1)
 
 
 @pytest.mark.unit
 def test_gates_are_data_and_fail_with_a_clear_message() -> None:
     metrics = {"roc_auc": 0.91, "pr_auc": 0.12, "recall_at_fpr": float("nan"), "log_loss": 0.3}
-    assert evaluate.check_gates(metrics, {"roc_auc_min": 0.9}) == []
-    failures = evaluate.check_gates(
+    assert model_metrics.check_gates(metrics, {"roc_auc_min": 0.9}) == []
+    failures = model_metrics.check_gates(
         metrics, GateParams(roc_auc_min=0.95, pr_auc_min=0.1, recall_at_fpr_min=0.2)
     )
     assert len(failures) == 2
     assert "recall_at_fpr = nan is not a number (gate recall_at_fpr_min = 0.2)" in failures
     assert "roc_auc = 0.9100 is below roc_auc_min = 0.95" in failures
-    assert evaluate.check_gates(metrics, {"log_loss_max": 0.2}) == [
+    assert model_metrics.check_gates(metrics, {"log_loss_max": 0.2}) == [
         "log_loss = 0.3000 is above log_loss_max = 0.2"
     ]
     with pytest.raises(ValueError, match="_min or _max"):
-        evaluate.check_gates(metrics, {"roc_auc": 0.5})
+        model_metrics.check_gates(metrics, {"roc_auc": 0.5})
 
 
 @pytest.mark.unit
 def test_curves_are_dvc_plot_tables() -> None:
-    c = evaluate.curves(Y_TEST, P_TEST)
+    c = model_metrics.curves(Y_TEST, P_TEST)
     assert list(c["roc"].columns) == ["fpr", "tpr"] and c["roc"].iloc[-1].tolist() == [1.0, 1.0]
     assert list(c["pr"].columns) == ["recall", "precision"]
     assert list(c["calibration"].columns) == ["mean_predicted", "fraction_positive", "count"]

@@ -12,7 +12,7 @@ import pytest
 
 from pipelines import ingest, io
 from pipelines.errors import StageError
-from pipelines.source import generate
+from pipelines.sources.synthetic import generate
 from tests.conftest import make_project
 from tests.test_source import KAGGLE_COLUMNS, csv_project, kaggle_frame
 

@@ -9,13 +9,17 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, precision_score, recall_score
 
-from pipelines import monitor
 from pipelines.config import MonitorParams
 from pipelines.errors import StageError
+from pipelines.monitoring.decision import decide_retrain, retrain_extra
+from pipelines.monitoring.drift import choose_methods, drift_report, drift_summary, quality_checks
+from pipelines.monitoring.inputs import features_asof
+from pipelines.monitoring.live import arrived_labels, join_labels, live_metrics
 
 pytestmark = pytest.mark.unit
 
 CFG = MonitorParams()
+CATEGORICAL = ("category",)  # of the frames below
 
 
 def _frame(seed: int, n: int, shift: float = 0.0, new_cat_share: float = 0.0) -> pd.DataFrame:
@@ -39,13 +43,13 @@ def test_drift_detected_on_shifted_sample_and_not_on_same_distribution(n: int) -
     same = _frame(2, n)
     shifted = _frame(3, n, shift=0.7, new_cat_share=0.4)
 
-    _, cols_same = monitor.drift_report(ref, same, CFG)
-    s_same = monitor.drift_summary(cols_same, CFG)
+    _, cols_same = drift_report(ref, same, CFG, CATEGORICAL)
+    s_same = drift_summary(cols_same, CFG)
     assert s_same["n_drifted"] == 0, cols_same
     assert not s_same["dataset_drift"]
 
-    _, cols_shift = monitor.drift_report(ref, shifted, CFG)
-    s_shift = monitor.drift_summary(cols_shift, CFG)
+    _, cols_shift = drift_report(ref, shifted, CFG, CATEGORICAL)
+    s_shift = drift_summary(cols_shift, CFG)
     assert set(s_shift["drifted_features"]) >= {"amount", "txn_count_24h", "category"}
     assert "hour" not in s_shift["drifted_features"]  # an untouched column stays quiet
     assert s_shift["dataset_drift"]
@@ -59,8 +63,8 @@ def test_prediction_drift_is_reported_apart_from_feature_drift() -> None:
     rng = np.random.default_rng(5)
     ref["score"] = rng.beta(1, 20, size=400)
     cur["score"] = rng.beta(4, 6, size=400)
-    _, cols = monitor.drift_report(ref, cur, CFG)
-    s = monitor.drift_summary(cols, CFG)
+    _, cols = drift_report(ref, cur, CFG, CATEGORICAL)
+    s = drift_summary(cols, CFG)
     assert s["prediction_drift"] and "score" not in s["features"]
     assert s["n_drifted"] == 0
 
@@ -68,7 +72,7 @@ def test_prediction_drift_is_reported_apart_from_feature_drift() -> None:
 def test_methods_need_a_threshold() -> None:
     cfg = MonitorParams(num_method_small="psi", thresholds={"chisquare": 0.05})
     with pytest.raises(StageError, match="psi"):
-        monitor.choose_methods(_frame(1, 10), _frame(2, 10), cfg)
+        choose_methods(_frame(1, 10), _frame(2, 10), cfg, CATEGORICAL)
 
 
 def test_quality_checks_flag_missing_and_out_of_range() -> None:
@@ -76,7 +80,7 @@ def test_quality_checks_flag_missing_and_out_of_range() -> None:
     cur = _frame(2, 500)
     cur.loc[:200, "hour"] = np.nan
     cur.loc[:100, "amount"] = 1e9
-    checks = monitor.quality_checks(ref, cur, CFG)
+    checks = quality_checks(ref, cur, CFG, CATEGORICAL)
     assert checks["hour"]["alert"] and checks["amount"]["alert"]
     assert not checks["txn_count_24h"]["alert"]
 
@@ -104,7 +108,7 @@ def _preds_and_events(seed: int = 0, n: int = 400) -> tuple[pd.DataFrame, pd.Dat
 def test_only_arrived_labels_count() -> None:
     _, events = _preds_and_events()
     as_of = dt.datetime(2026, 1, 8, tzinfo=dt.UTC)
-    got = monitor.arrived_labels(events, as_of, delay_hours=48)
+    got = arrived_labels(events, as_of, delay_hours=48)
     cutoff = pd.Timestamp(as_of) - pd.Timedelta(hours=48)
     expected = set(events.loc[events["event_timestamp"] <= cutoff, "event_id"])
     assert set(got["event_id"]) == expected and 0 < len(expected) < len(events)
@@ -113,8 +117,8 @@ def test_only_arrived_labels_count() -> None:
 def test_live_metrics_equal_metrics_on_the_joined_frame() -> None:
     preds, events = _preds_and_events()
     as_of = dt.datetime(2026, 1, 10, tzinfo=dt.UTC)
-    joined = monitor.join_labels(preds, monitor.arrived_labels(events, as_of, 24))
-    live = monitor.live_metrics(joined, bins=10)
+    joined = join_labels(preds, arrived_labels(events, as_of, 24))
+    live = live_metrics(joined, bins=10)
     for row in live["by_version_arm"]:
         f = joined[(joined["model_version"] == row["model_version"]) & (joined["arm"] == row["arm"])]
         assert row["n"] == len(f) and row["positives"] == int(f["label"].sum())
@@ -133,30 +137,30 @@ def test_join_rejects_duplicate_labels() -> None:
     preds, events = _preds_and_events(n=10)
     labels = pd.concat([events[["event_id", "label"]]] * 2)
     with pytest.raises(pd.errors.MergeError):
-        monitor.join_labels(preds, labels)
+        join_labels(preds, labels)
 
 
 def test_cooldown_prevents_a_second_retrain() -> None:
     drift = {"dataset_drift": True, "n_drifted": 5, "n_features": 10, "drift_share": 0.5}
     live = {"overall": None}
     cfg = MonitorParams(cooldown_days=7, retrain_window_days=30)
-    first = monitor.decide_retrain(drift, live, dt.date(2026, 2, 10), None, cfg)
+    first = decide_retrain(drift, live, dt.date(2026, 2, 10), None, cfg)
     assert first.retrain and first.window_start == "2026-01-11" and first.window_end == "2026-02-10"
-    again = monitor.decide_retrain(drift, live, dt.date(2026, 2, 12), dt.date(2026, 2, 10), cfg)
+    again = decide_retrain(drift, live, dt.date(2026, 2, 12), dt.date(2026, 2, 10), cfg)
     assert again.triggered and not again.retrain and again.suppressed_by_cooldown
-    later = monitor.decide_retrain(drift, live, dt.date(2026, 2, 17), dt.date(2026, 2, 10), cfg)
+    later = decide_retrain(drift, live, dt.date(2026, 2, 17), dt.date(2026, 2, 10), cfg)
     assert later.retrain
-    calm = monitor.decide_retrain({"dataset_drift": False}, live, dt.date(2026, 3, 1), None, cfg)
+    calm = decide_retrain({"dataset_drift": False}, live, dt.date(2026, 3, 1), None, cfg)
     assert not calm.triggered and not calm.retrain
 
 
 def test_live_quality_gate_needs_enough_labels() -> None:
     bad = {"n": 500, "positives": 20, "pr_auc": 0.05, "recall": 0.5}
     cfg = MonitorParams(min_labels=200, pr_auc_min=0.2)
-    d = monitor.decide_retrain({"dataset_drift": False}, {"overall": bad}, dt.date(2026, 2, 1), None, cfg)
+    d = decide_retrain({"dataset_drift": False}, {"overall": bad}, dt.date(2026, 2, 1), None, cfg)
     assert d.retrain and "pr_auc" in d.reasons[0]
     few = {**bad, "n": 50}
-    d = monitor.decide_retrain({"dataset_drift": False}, {"overall": few}, dt.date(2026, 2, 1), None, cfg)
+    d = decide_retrain({"dataset_drift": False}, {"overall": few}, dt.date(2026, 2, 1), None, cfg)
     assert not d.triggered
 
 
@@ -172,7 +176,7 @@ def test_features_asof_takes_the_state_before_the_event() -> None:
             "txn_count_24h": [1, 2],
         }
     )
-    out = monitor.features_asof(events, feats, history_days=30)
+    out = features_asof(events, feats, history_days=30)
     assert out["event_id"].tolist() == ["a", "b"]
     assert np.isnan(out.loc[0, "txn_count_24h"]) and out.loc[1, "txn_count_24h"] == 1
 
@@ -184,10 +188,10 @@ def test_retrain_extra_only_when_retraining() -> None:
         "reasons": ["x"],
         "date": "2026-02-28",
     }
-    assert monitor.retrain_extra(yes) == {
+    assert retrain_extra(yes) == {
         "start": "2026-01-01",
         "end": "2026-03-01",
         "reasons": ["x"],
         "monitored": "2026-02-28",
     }
-    assert monitor.retrain_extra({**yes, "retrain": False, "retrain_window": None}) is None
+    assert retrain_extra({**yes, "retrain": False, "retrain_window": None}) is None

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,8 +16,8 @@ import pytest
 from pipelines import io, monitor
 from pipelines.config import Params
 from pipelines.errors import StageError
-from pipelines.source import generate
-from tests.conftest import make_project
+from pipelines.sources.synthetic import generate
+from tests.conftest import make_project, shipped_spec
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +60,7 @@ def _scores(frame: pd.DataFrame, seed: int) -> np.ndarray:
 
 
 def _write_log(params: Params, start: D, end: D) -> None:
-    """Prediction log rows (pipelines.serving_log layout) for the events of [start, end)."""
+    """Prediction log rows (pipelines.serving.log layout) for the events of [start, end)."""
     events = io.read_partitions(params.paths.validated, start, end)
     score = _scores(events, 1)
     challenger = (events["entity_id"].map(hash) % 100 < 20).to_numpy()
@@ -173,6 +175,54 @@ def test_missing_reference_is_a_clear_error(tmp_path: Path) -> None:
     _write_log(params, D(2026, 1, 8), D(2026, 1, 9))
     with pytest.raises(StageError, match="no reference"):
         monitor.run(params, D(2026, 1, 8), D(2026, 1, 9))
+
+
+class _Champion:
+    """A registry with one champion (version 3) and the release it loads: no MLflow needed."""
+
+    def __init__(self, train_start: str, train_end: str) -> None:
+        self.tags = {
+            "feature_list": json.dumps(["amount", "log_amount", "hour", "category"]),
+            "feature_service": "fs",
+            "threshold": "0.5",
+            "train_start": train_start,
+            "train_end": train_end,
+            "fingerprint": "f1ng3r",
+            "metrics": "{}",
+        }
+        self.loaded: list[tuple[str, str | None]] = []
+
+    def model_exists(self, name: str) -> bool:
+        return True
+
+    def get_version_by_alias(self, name: str, alias: str) -> SimpleNamespace | None:
+        return SimpleNamespace(version=3, tags=self.tags) if alias == "champion" else None
+
+    def load_release(self, uri: str, device: str = "cpu", expected_fingerprint: str | None = None) -> Any:
+        self.loaded.append((uri, expected_fingerprint))
+        return SimpleNamespace(score=lambda frame: _scores(frame, 3), spec=shipped_spec())
+
+
+def test_champion_reference_and_scores_come_from_its_pinned_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipelines.engines.registry
+    import pipelines.model.packaging
+
+    params = _project(tmp_path / "project")
+    Path(params.tracking_uri.removeprefix("sqlite:///")).touch()
+    registry = _Champion("2026-01-02", "2026-01-06")
+    monkeypatch.setattr(pipelines.engines.registry, "open_registry", lambda params: registry)
+    monkeypatch.setattr(pipelines.model.packaging, "load_release", registry.load_release)
+    _write_log(params, D(2026, 1, 8), D(2026, 1, 10))
+    summary = json.loads(Path(monitor.run(params, D(2026, 1, 8), D(2026, 1, 10))["summary"]).read_text())
+    assert registry.loaded == [("models:/fraud_scorer/3", "f1ng3r")]  # pinned URI, fingerprint checked
+    assert summary["champion"]["version"] == "3" and summary["champion"]["train_start"] == "2026-01-02"
+    # train.parquet starts before the champion's window: its window is rebuilt from data/validated
+    events = io.read_partitions(params.paths.validated, D(2026, 1, 2), D(2026, 1, 6))
+    assert summary["rows"]["reference"] == len(events)
+    assert set(summary["drift"]["features"]) == {"amount", "log_amount", "hour", "category"}
+    assert summary["drift"]["prediction"]["score"] is not None  # the champion scored its reference
 
 
 @pytest.mark.ui

@@ -15,8 +15,9 @@ from pipelines.errors import StageError
 from pipelines.model import packaging
 from pipelines.model import release as release_lib
 from pipelines.model.release import Release, ReleaseIntegrityError
-from pipelines.model.request_features import request_features
-from pipelines.train import fit_release
+from pipelines.model.request_features import load_spec, request_features
+from pipelines.model.training import fit_release
+from tests.conftest import shipped_spec
 from tests.test_train import TINY, make_events
 
 pytestmark = pytest.mark.integration
@@ -60,7 +61,7 @@ def test_request_features_on_hand_made_rows() -> None:
             ),
         ]
     )
-    f = request_features(frame)
+    f = request_features(frame, shipped_spec())
     r0, r1 = f.iloc[0], f.iloc[1]
     assert r0["amount"] == 150.0 and r0["log_amount"] == pytest.approx(np.log1p(150.0))
     assert (r0["hour"], r0["is_night"], r0["day_of_week"]) == (2.0, 1.0, 2.0)
@@ -80,31 +81,71 @@ def test_request_features_on_hand_made_rows() -> None:
 @pytest.mark.unit
 def test_missing_optional_inputs_leave_features_out() -> None:
     frame = pd.DataFrame([_row()]).drop(columns=["category", "last_event_ts"])
-    f = request_features(frame)
+    f = request_features(frame, shipped_spec())
     assert "distance_km" not in f.columns  # no coordinates
     assert "category" not in f.columns
     assert "seconds_since_prev" not in f.columns
     partial = pd.DataFrame([_row(latitude=1.0, longitude=2.0)])  # home only, no merchant location
-    assert "distance_km" not in request_features(partial).columns
+    assert "distance_km" not in request_features(partial, shipped_spec()).columns
 
 
 @pytest.mark.unit
 def test_request_features_deterministic_and_timezone_agnostic() -> None:
     frame = make_events(300, 5)
-    a, b = request_features(frame), request_features(frame)
+    a, b = request_features(frame, shipped_spec()), request_features(frame, shipped_spec())
     pd.testing.assert_frame_equal(a, b)
     naive = frame.assign(event_timestamp=frame["event_timestamp"].dt.tz_localize(None))
-    pd.testing.assert_frame_equal(request_features(naive), a)
-    one = request_features(frame.iloc[[7]])
+    pd.testing.assert_frame_equal(request_features(naive, shipped_spec()), a)
+    one = request_features(frame.iloc[[7]], shipped_spec())
     pd.testing.assert_frame_equal(one, a.iloc[[7]])
 
 
 @pytest.mark.unit
 def test_request_features_refuses_frame_without_required_columns() -> None:
     with pytest.raises(ValueError, match="event_timestamp"):
-        request_features(pd.DataFrame({"amount": [1.0]}))
+        request_features(pd.DataFrame({"amount": [1.0]}), shipped_spec())
     with pytest.raises(ValueError, match="null"):
-        request_features(pd.DataFrame({"amount": [1.0], "event_timestamp": [pd.NaT]}))
+        request_features(pd.DataFrame({"amount": [1.0], "event_timestamp": [pd.NaT]}), shipped_spec())
+
+
+@pytest.mark.unit
+def test_spec_file_errors_name_the_file_and_the_entry(tmp_path: Path) -> None:
+    bad = tmp_path / "request_features.yaml"
+    bad.write_text("features:\n  - {name: ratio_only, op: ratio, inputs: [amount]}\n")
+    with pytest.raises(StageError, match=r"request_features.yaml: invalid(.|\n)*features.0.*ratio takes 2"):
+        load_spec(bad)
+    bad.write_text("features:\n  - {name: x, op: sqrt, inputs: [amount]}\n")
+    with pytest.raises(StageError, match=r"features\.0\.op"):
+        load_spec(bad)
+    with pytest.raises(StageError, match="request feature spec not found"):
+        load_spec(tmp_path / "missing.yaml")
+
+
+@pytest.mark.unit
+def test_a_spec_of_another_domain_trains_a_release_that_carries_it(tmp_path: Path) -> None:
+    """The derivations are data: a spec with other features trains a release on exactly those, and the
+    release keeps scoring with the spec it was trained with after the file changes."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        "required: [event_timestamp, amount]\n"
+        "features:\n"
+        "  - {name: size, op: log1p, inputs: [amount]}\n"
+        "  - {name: late, op: hour_below, inputs: [event_timestamp], hour: 4}\n"
+        "  - {name: kind, op: category, inputs: [category]}\n"
+    )
+    spec = load_spec(path)
+    tr, va = make_events(600, 1), make_events(300, 2)
+    release, _ = fit_release(tr, va, TINY, spec=spec)
+    assert release.feature_list == ["size", "late", "kind"]
+    assert release.input_columns == ["event_timestamp", "amount", "category"]
+    before = release.score(va)
+    path.write_text("features:\n  - {name: size, op: value, inputs: [amount]}\n")  # edited after training
+    again = release_lib.read_release(release.save(tmp_path / "r"))
+    assert again.spec == spec and again.fingerprint == release.fingerprint
+    np.testing.assert_array_equal(again.score(va), before)
+    # the spec is fingerprinted: the same model under another spec is another release
+    other = Release(release.feature_list, "xgboost", release.preprocessor, release.model, spec=shipped_spec())
+    assert other.fingerprint != release.fingerprint
 
 
 # --------------------------------------------------------------------------------------------------
@@ -129,9 +170,9 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Logged]:
     tracking = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(tracking)
     tr, va = make_events(600, 1), make_events(300, 2)
-    release, _ = fit_release(tr, va, TINY)
+    release, _ = fit_release(tr, va, TINY, spec=shipped_spec())
     # another pair: different training data, so both its preprocessor and its model differ
-    other, _ = fit_release(make_events(600, 3), va, TINY.model_copy(update={"seed": 99}))
+    other, _ = fit_release(make_events(600, 3), va, TINY.model_copy(update={"seed": 99}), spec=shipped_spec())
     exp = mlflow.create_experiment("predict-tests", artifact_location=(root / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=exp) as run:
         packaging.log_release(release, tr)
@@ -208,14 +249,14 @@ def test_invariance_merchant_name_case_does_not_change_score(logged: Logged) -> 
 
 def test_mlp_release_scores_like_xgboost(tmp_path: Path) -> None:
     tr, va = make_events(600, 1), make_events(300, 2)
-    mlp, facts = fit_release(tr, va, TINY.model_copy(update={"model": "mlp"}))
+    mlp, facts = fit_release(tr, va, TINY.model_copy(update={"model": "mlp"}), spec=shipped_spec())
     assert mlp.model_kind == "mlp" and facts["n_model_inputs"] > len(mlp.feature_list) - 1
     p = mlp.score(va)
     assert p.dtype == np.float64 and ((p > 0) & (p < 1)).all()
     again = release_lib.read_release(mlp.save(tmp_path / "mlp"))
     np.testing.assert_allclose(again.score(va), p, rtol=1e-6)
     assert again.fingerprint == mlp.fingerprint
-    again2, _ = fit_release(tr, va, TINY.model_copy(update={"model": "mlp"}))
+    again2, _ = fit_release(tr, va, TINY.model_copy(update={"model": "mlp"}), spec=shipped_spec())
     assert again2.fingerprint == mlp.fingerprint  # seeded: reruns give the same weights
 
 

@@ -13,18 +13,14 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.config import GuardrailParams, Params, RegisterParams
+from pipelines.contract import CHALLENGER, CHAMPION
+from pipelines.ops.guardrails import ArmStats, arm_stats, evaluate_step, psi
 from pipelines.ops.rollout import (
-    CHALLENGER,
-    CHAMPION,
-    ArmStats,
     CanaryError,
     CanaryRolledBack,
-    arm_stats,
-    evaluate_step,
     live_stats,
     pause_canary,
     promote_challenger,
-    psi,
     rollback_canary,
     run_canary,
     start_canary,
@@ -288,7 +284,7 @@ def test_run_canary_without_traffic_rolls_back_after_max_wait(params: Params) ->
 
 @pytest.mark.integration
 def test_live_stats_reads_the_prediction_log(params: Params) -> None:
-    from pipelines.serving_log import PredictionLogWriter
+    from pipelines.serving.log import PredictionLogWriter
 
     t0 = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     rows = _log_rows(dt.datetime.now(dt.UTC)).to_dict("records")

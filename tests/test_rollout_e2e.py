@@ -130,9 +130,9 @@ def test_good_challenger_promoted_bad_one_rolled_back_zero_failed_requests(
 ) -> None:
     import pandas as pd
 
+    from pipelines.artifacts import read_prediction_log
     from pipelines.engines.registry import open_registry
     from pipelines.ops.rollout import CanaryRolledBack, run_canary
-    from pipelines.serving_log import read_prediction_log
 
     params = _canary_params(world)
     reg = open_registry(params)

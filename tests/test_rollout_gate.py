@@ -9,12 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.champion_gate import behavioural_checks, compare_with_champion, run_gate
+from pipelines.champion_gate import compare_with_champion, run_gate
 from pipelines.config import ChampionGateParams, Params
-from pipelines.errors import GateFailed
-from tests.conftest import make_project
+from pipelines.errors import GateFailed, StageError
+from pipelines.model.behaviour import apply_case, behavioural_checks, load_suite, obvious_cases
+from tests.conftest import REPO_ROOT, make_project
 
 CFG = ChampionGateParams()
+SHIPPED = REPO_ROOT / "expectations" / "behaviour.yaml"
+SUITE = load_suite(SHIPPED)
 
 
 def _frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
@@ -87,15 +90,44 @@ def test_compare_with_champion_margin_and_refresh() -> None:
 @pytest.mark.unit
 def test_behavioural_checks() -> None:
     frame = _frame()
-    ok = behavioural_checks(good, frame, threshold=0.5, cfg=CFG)
+    ok = behavioural_checks(good, frame, threshold=0.5, cfg=CFG, suite=SUITE)
     assert all(r["ok"] for r in ok.values()), ok
     assert ok["minimum_functionality"]["fraud_flagged"] == 1.0
 
-    bad = behavioural_checks(merchant_sensitive, frame, 0.5, CFG)
+    bad = behavioural_checks(merchant_sensitive, frame, 0.5, CFG, SUITE)
     assert not bad["invariance"]["ok"] and bad["directional"]["ok"]
 
-    inv = behavioural_checks(inverted, frame, 0.5, CFG)
+    inv = behavioural_checks(inverted, frame, 0.5, CFG, SUITE)
     assert not inv["directional"]["ok"] and not inv["minimum_functionality"]["ok"]
+
+
+@pytest.mark.unit
+def test_shipped_obvious_cases_are_what_the_file_says() -> None:
+    """The file's edits, applied to real negative rows: 15x the usual amount at 3 am, far from home..."""
+    frame = _frame().assign(amount_sum_1h=0.0)
+    base = frame[frame["label"] == 0].head(50).reset_index(drop=True)
+    pos, neg = obvious_cases(frame, SUITE)
+    assert len(pos) == len(neg) == 50
+    np.testing.assert_allclose(pos["amount"], base["amount_mean_hist"] * 15)
+    assert (pos["event_timestamp"].dt.hour == 3).all() and (neg["event_timestamp"].dt.hour == 14).all()
+    assert (pos["category"] == "shopping_net").all() and (neg["category"] == base["category"]).all()
+    np.testing.assert_allclose(pos["merchant_latitude"], np.clip(base["latitude"] + 10, -89, 89))
+    np.testing.assert_allclose(neg["merchant_longitude"], base["longitude"])
+    np.testing.assert_allclose(pos["amount_sum_1h"], pos["amount"] * 5)
+    assert (pos["txn_count_1h"] == 5).all() and (neg["txn_count_1h"] == 0).all()
+    # a row without coordinates keeps its (absent) coordinates: those edits are skipped, not faked
+    no_coords = apply_case(frame.drop(columns=["merchant_latitude"]).head(3), SUITE.directional.cases[0])
+    assert no_coords is not None and "merchant_latitude" not in no_coords
+
+
+@pytest.mark.unit
+def test_behaviour_file_errors_name_the_file_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "behaviour.yaml"
+    bad.write_text("invariance:\n  cases:\n    - name: x\n      edit: {merchant: {scale: 2, set: 1}}\n")
+    with pytest.raises(StageError, match=r"behaviour.yaml: invalid behaviour cases(.|\n)*invariance.cases.0"):
+        load_suite(bad)
+    with pytest.raises(StageError, match="behaviour cases not found"):
+        load_suite(tmp_path / "missing.yaml")
 
 
 class _Fake:
@@ -139,6 +171,7 @@ def test_run_gate_pass_and_fail_write_report_tags_and_drop_alias(gate_project: P
     with pytest.raises(GateFailed, match="v3 failed: absolute: pr_auc") as err:
         run_gate(p, reg=reg, load=load)
     assert "vs champion: pr_auc" in str(err.value) and "directional failed" in str(err.value)
+    assert "cases in expectations/behaviour.yaml" in str(err.value)  # the user's recourse: edit the data
     assert reg.get_version(name, "3").tags["gate.verdict"] == "fail"
     assert reg.alias_version(name, "challenger") is None
     assert "champion gate failed" in reg.history(name)[-1].why
@@ -178,3 +211,25 @@ def test_sluice_gate_refresh_accepts_a_tie_that_the_default_gate_refuses(
     assert (out["verdict"], out["version"], out["champion_version"]) == ("pass", "2", "1")
     report = json.loads((p.paths.reports / "champion_gate.json").read_text())
     assert report["refresh"] is True and reg.get_version(name, "2").tags["gate.verdict"] == "pass"
+
+
+@pytest.mark.integration
+def test_editing_the_behaviour_file_is_the_recourse_for_a_refused_model(gate_project: Params) -> None:
+    """The verdict follows the cases file, with no code change: cases that do not fit the data (obvious
+    positives at 1% of the usual amount) refuse a sane model, naming the file; fixing the file passes it."""
+    from pipelines.engines.registry import open_registry
+
+    p = gate_project
+    reg, name = open_registry(p), p.register_.model_name
+    reg.ensure_model(name)
+    reg.client.create_model_version(name, source="file:///nonexistent", run_id=None)
+    reg.move_alias(name, "challenger", "1", why="registered")
+
+    cases = p.root / "expectations" / "behaviour.yaml"
+    cases.write_text(SHIPPED.read_text().replace("times: 15", "times: 0.01"))
+    refused = r"minimum_functionality failed.*cases in expectations/behaviour\.yaml"
+    with pytest.raises(GateFailed, match=refused):
+        run_gate(p, reg=reg, load=lambda v: _Fake(good))
+    cases.write_text(SHIPPED.read_text())
+    reg.move_alias(name, "challenger", "1", why="registered again")
+    assert run_gate(p, reg=reg, load=lambda v: _Fake(good))["verdict"] == "pass"

@@ -176,7 +176,7 @@ def test_size_limit_413(client: Any) -> None:
 
 
 def _guard(app: Any) -> Any:
-    from pipelines.serving_http import GuardMiddleware
+    from pipelines.serving.http import GuardMiddleware
 
     node = app.middleware_stack
     while node is not None and not isinstance(node, GuardMiddleware):
@@ -188,7 +188,7 @@ def _guard(app: Any) -> Any:
 def test_rate_limit_429_per_key(client: Any) -> None:
     import hashlib
 
-    from pipelines.serving_http import TokenBucket
+    from pipelines.serving.http import TokenBucket
 
     # the world allows plenty per key; give RATE_KEY a tight bucket (3 requests, then 1 per 10 s)
     guard = _guard(client.app)
@@ -254,7 +254,8 @@ def test_routing_follows_registry_weight_and_sticks(client: Any, world: World) -
 
 
 def test_health_dependencies_metrics_and_prediction_log(client: Any, world: World) -> None:
-    from pipelines.serving_log import read_prediction_log, wait_flushed
+    from pipelines.artifacts import read_prediction_log
+    from pipelines.serving.log import wait_flushed
 
     health = client.get("/health/dependencies")
     assert health.status_code == 200, health.text

@@ -14,22 +14,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.artifacts import RegisteredVersion, read_prediction_log
 from pipelines.contract import FEATURE_COLUMNS
 from pipelines.engines.registry import RolloutState
 from pipelines.serving import (
     CHALLENGER,
     CHAMPION,
     CircuitBreaker,
+    GuardMiddleware,
     NotReady,
+    PredictionLogWriter,
     ScoreRequest,
     ServingEngine,
+    ServingMetrics,
+    TokenBucket,
     TTLCache,
     bucket,
     route,
+    wait_flushed,
 )
-from pipelines.serving_http import GuardMiddleware, TokenBucket
-from pipelines.serving_log import PredictionLogWriter, read_prediction_log, wait_flushed
-from pipelines.serving_metrics import ServingMetrics
 from tests.conftest import make_project
 
 pytestmark = pytest.mark.unit
@@ -123,8 +126,10 @@ def params(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def make_engine(
     params: Any, registry: FakeRegistry, store: FakeStore, releases: dict[str, FakeRelease], **kw: Any
 ):
-    def loader(uri: str, fingerprint: str | None) -> FakeRelease:
-        return releases[uri.rsplit("/", 1)[1]]
+    def loader(registered: RegisteredVersion) -> FakeRelease:
+        assert registered.uri == f"models:/{params.register_.model_name}/{registered.version}"
+        assert registered.fingerprint == f"fp-{float(registered.version)}"
+        return releases[registered.version]
 
     engine = ServingEngine(params, registry=registry, release_loader=loader, feature_lookup=store, **kw)
     engine.refresh()
@@ -312,6 +317,31 @@ def test_prediction_log_rotates_and_reads_back(params: Any, tmp_path: Path) -> N
     for col in ("event_id", "entity_id", "score", "model_version", "arm", "feature_source", *FEATURE_COLUMNS):
         assert col in df.columns
     assert "api_key" not in " ".join(df.columns)
+
+
+def test_default_loader_puts_only_an_mlp_on_cuda(params: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Releases load through pipelines.artifacts.load_version (pinned URI + fingerprint); an MLP is
+    reloaded onto CUDA when serving has a GPU, trees stay on CPU."""
+    from pipelines.serving import releases
+
+    calls: list[tuple[str, str]] = []
+
+    def load_version(p: Any, registered: RegisteredVersion, *, device: str = "cpu") -> FakeRelease:
+        calls.append((registered.version, device))
+        rel = FakeRelease(1.0)
+        rel.model_kind = "mlp" if registered.version == "2" else "xgboost"
+        return rel
+
+    monkeypatch.setattr(releases, "load_version", load_version)
+    monkeypatch.setattr(releases, "serving_device", lambda p: "cuda")
+    load = releases.default_release_loader(params)
+    for version in ("1", "2"):
+        load(RegisteredVersion("m", version, {"fingerprint": "fp", "threshold": "0.5"}))
+    assert calls == [("1", "cpu"), ("2", "cpu"), ("2", "cuda")]
+    calls.clear()
+    monkeypatch.setattr(releases, "serving_device", lambda p: "cpu")
+    load(RegisteredVersion("m", "2", {}))
+    assert calls == [("2", "cpu")]
 
 
 def test_request_validation_names_the_field() -> None:

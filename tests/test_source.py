@@ -10,9 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import CANONICAL_COLUMNS, DriftParams, SyntheticParams
+from pipelines.config import DriftParams, SyntheticParams
+from pipelines.contract import CANONICAL_COLUMNS
 from pipelines.errors import StageError
-from pipelines.source import NEW_CATEGORIES, canonicalize, generate, load_events
+from pipelines.sources import load_events
+from pipelines.sources.log import canonicalize
+from pipelines.sources.synthetic import generate
+from pipelines.sources.world import NEW_CATEGORIES
 from tests.conftest import make_project
 
 pytestmark = pytest.mark.unit

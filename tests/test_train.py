@@ -13,6 +13,8 @@ import pytest
 from pipelines import train
 from pipelines.config import Params, TrainParams
 from pipelines.errors import StageError
+from pipelines.model import training
+from tests.conftest import shipped_spec
 
 pytestmark = pytest.mark.integration
 
@@ -88,15 +90,15 @@ def _no_env_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_select_features_drops_entirely_null_columns() -> None:
     frame = make_events(200, 1, merchant=False, coords=False)
-    kept, dropped = train.select_features(frame)
+    kept, dropped = training.select_features(frame, shipped_spec())
     assert dropped == ["distinct_merchants_24h"]
     assert "distance_km" not in kept and "category" in kept and "seconds_since_prev" in kept
 
 
 def test_fit_release_is_reproducible_and_calibrated() -> None:
     tr, va = make_events(600, 1), make_events(300, 2)
-    a, facts = train.fit_release(tr, va, TINY)
-    b, _ = train.fit_release(tr, va, TINY)
+    a, facts = training.fit_release(tr, va, TINY, shipped_spec())
+    b, _ = training.fit_release(tr, va, TINY, shipped_spec())
     assert a.fingerprint == b.fingerprint  # same seed, same data -> same bytes
     p = a.score(va)
     assert p.dtype == np.float64 and ((p >= 0) & (p <= 1)).all()
@@ -108,7 +110,7 @@ def test_fit_release_is_reproducible_and_calibrated() -> None:
 def test_single_class_train_split_is_refused() -> None:
     tr = make_events(200, 1).assign(label=0)
     with pytest.raises(StageError, match="single class"):
-        train.fit_release(tr, make_events(100, 2), TINY)
+        training.fit_release(tr, make_events(100, 2), TINY, shipped_spec())
 
 
 def test_run_writes_release_json_and_logs_to_mlflow(project: Params) -> None:

@@ -18,7 +18,7 @@ import os
 import uuid
 import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import bentoml
 from bentoml.exceptions import ServiceUnavailable
@@ -32,14 +32,16 @@ from starlette.routing import Route
 
 from pipelines.serving import (
     CHAMPION,
+    GuardMiddleware,
     LoadedRelease,
     NotReady,
+    PredictionLogWriter,
     ScoreRequest,
     ScoreResponse,
     ServingEngine,
+    get_metrics,
     serving_params,
 )
-from pipelines.serving_http import GuardMiddleware
 
 # BentoML 1.4.39 reads `model_fields` on each request's input model instance; pydantic >= 2.11 then
 # formats a deprecation warning to stderr on EVERY request (the registry of shown warnings is reset by
@@ -91,9 +93,6 @@ class FraudScorer:
 
     def __init__(self) -> None:
         global _engine
-        from pipelines.serving_log import PredictionLogWriter
-        from pipelines.serving_metrics import get_metrics
-
         writer = None
         if CFG.log_enabled:
             writer = PredictionLogWriter(PARAMS.paths.prediction_log, CFG.log_rotate_bytes, CFG.log_flush_s)
@@ -135,23 +134,27 @@ class FraudScorer:
         return self.engine.score_file(input_path, dest)
 
 
+# what @bentoml.service made of the class (type checkers keep a decorated class's own type)
+SERVICE = cast("bentoml.Service[FraudScorer]", FraudScorer)
+
+
 def _bind_api_methods(instance: Any) -> None:
     """Bind the API methods once. BentoML 1.4.39 resolves `instance.<api>` through a descriptor that
     rebuilds a wrapper (with `inspect.signature`) on EVERY request: ~10% of the server's CPU under load.
     The per-instance attribute shadows the (non-data) descriptor with the very same local caller."""
-    for name in FraudScorer.apis:
+    for name in SERVICE.apis:
         method = getattr(type(instance), name)
         setattr(instance, name, method.__get__(instance, type(instance)))
 
 
 def _load_bundled() -> LoadedRelease:
     """The release bundled in the Bento (BentoML model store), verified against its fingerprint label."""
-    from pipelines.model.packaging import load_release
+    from pipelines.artifacts import load_release_at
 
     info = json.loads(BUNDLED.read_text())
     model = bentoml.models.get(info["bento_model"])
-    release = load_release(
-        model.path_of("mlflow_model"), expected_fingerprint=info.get("fingerprint") or None
+    release = load_release_at(
+        model.path_of("mlflow_model"), None, fingerprint=info.get("fingerprint") or None
     )
     return LoadedRelease(
         arm=CHAMPION,
@@ -172,8 +175,8 @@ async def _dependencies(_: Request) -> JSONResponse:
     return JSONResponse(report, status_code=200 if report["ok"] else 503)
 
 
-FraudScorer.mount_asgi_app(Starlette(routes=[Route("/dependencies", _dependencies)]), path="/health")
-FraudScorer.add_asgi_middleware(
+SERVICE.mount_asgi_app(Starlette(routes=[Route("/dependencies", _dependencies)]), path="/health")
+SERVICE.add_asgi_middleware(
     GuardMiddleware,
     api_key_env=CFG.api_key_env,
     rate_limit_per_s=CFG.rate_limit_per_s,

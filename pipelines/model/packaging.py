@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from pipelines.contract import FEATURE_TYPES
 from pipelines.model.release import Release, ReleaseIntegrityError, _to_device, read_release
 
 if TYPE_CHECKING:
@@ -19,10 +21,10 @@ if TYPE_CHECKING:
 
 
 def _make_release_model_class() -> type:
-    import mlflow.pyfunc
+    from mlflow.pyfunc import PythonModel
 
-    class ReleaseModel(mlflow.pyfunc.PythonModel):
-        """MLflow pyfunc of a release: `predict(frame)` returns fraud probabilities (not labels)."""
+    class ReleaseModel(PythonModel):
+        """MLflow pyfunc of a release: `predict(frame)` returns probabilities of the positive class."""
 
         release: Release | None = None
 
@@ -70,19 +72,15 @@ def pip_requirements(model_kind: str) -> list[str]:
     return reqs
 
 
-# Columns whose pandas dtype legitimately varies: tz-aware or naive timestamps (MLflow's datetime type
-# refuses tz-aware ones), and counts that are int64 in Parquet but nullable after an online-store miss
-# (MLflow refuses both int64 -> double and float -> long). Typed "any" in the pyfunc signature.
-_LOOSE_INPUTS = frozenset(
-    {
-        "event_timestamp",
-        "txn_count_1h",
-        "txn_count_24h",
-        "txn_count_7d",
-        "txn_count_hist",
-        "distinct_merchants_24h",
-    }
-)
+def _loose_inputs(release: Release) -> set[str]:
+    """Input columns whose pandas dtype legitimately varies, typed "any" in the pyfunc signature.
+
+    Timestamps (tz-aware or naive: MLflow's datetime type refuses tz-aware ones) and the Feast view's
+    integer counts, int64 in Parquet but nullable after an online-store miss (MLflow refuses both
+    int64 -> double and float -> long).
+    """
+    counts = {c for c, t in FEATURE_TYPES.items() if pa.types.is_integer(t)}
+    return {*release.spec.timestamp_inputs(), *counts}
 
 
 def _example_frame(release: Release, frame: pd.DataFrame, n: int = 5) -> pd.DataFrame:
@@ -98,10 +96,13 @@ def release_signature(release: Release) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
+    loose = _loose_inputs(release)
+    text = {c for f in release.spec.features if f.op == "category" for c in f.inputs}
+
     def spec(c: str) -> Any:
-        if c in _LOOSE_INPUTS:
+        if c in loose:
             return ColSpec(AnyType(), c)
-        return ColSpec("string" if c == "category" else "double", c)
+        return ColSpec("string" if c in text else "double", c)
 
     inputs = Schema([spec(c) for c in release.input_columns])
     return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double")]))

@@ -22,14 +22,15 @@ import numpy as np
 import pandas as pd
 
 from pipelines.errors import StageError
-from pipelines.model.request_features import feature_arrays, input_columns, request_features
+from pipelines.model.request_features import FeatureSpec
 from pipelines.model.transform import FastTransform
 
 MODEL_KINDS: tuple[str, ...] = ("xgboost", "mlp")
 
 SMALL_BATCH_ROWS = 2048  # at or below this many rows XGBoost scores on one thread (see Release.margin)
 
-_FORMAT = "sluice-release/1"
+# /2: the request feature spec travels inside the release (it was code before)
+_FORMAT = "sluice-release/2"
 
 
 class ReleaseIntegrityError(StageError):
@@ -102,18 +103,22 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Release:
-    """A fitted preprocessor + model pair with its feature list; `.score(frame)` -> probabilities.
+    """A fitted preprocessor + model pair with its feature list and feature spec; `.score(frame)` -> scores.
+
+    `spec` is how the release computes its features from an event frame (request_features): it is part
+    of the release, so a change to the spec file never changes how an already trained model scores.
 
     `logit_offset` is added to the model's logit before the sigmoid: training reweights positives
     (scale_pos_weight / pos_weight), which inflates the odds; train refits this one intercept on valid
     so scores are calibrated probabilities, while the ranking (and so every AUC) is unchanged.
-    The fingerprint covers feature list, model kind, offset, preprocessor bytes and model bytes.
+    The fingerprint covers spec, feature list, model kind, offset, preprocessor bytes and model bytes.
     """
 
     feature_list: list[str]
     model_kind: str
     preprocessor: Any
     model: Any  # xgboost.Booster or torch.nn.Module
+    spec: FeatureSpec
     logit_offset: float = 0.0
     mlp_arch: dict[str, Any] | None = None
     device: str = "cpu"
@@ -134,7 +139,7 @@ class Release:
     @property
     def input_columns(self) -> list[str]:
         """Raw columns the input frame must have."""
-        return input_columns(self.feature_list)
+        return self.spec.input_columns(self.feature_list)
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """Event frame -> preprocessed float32 matrix (what the model sees)."""
@@ -145,13 +150,13 @@ class Release:
                 f"{self.feature_list}; got {list(frame.columns)}"
             )
         if self._fast is not None:
-            return self._fast(feature_arrays(frame))
-        feats = request_features(frame)[self.feature_list]
+            return self._fast(self.spec.arrays(frame))
+        feats = self.spec.frame(frame)[self.feature_list]
         return np.ascontiguousarray(self.preprocessor.transform(feats), dtype=np.float32)
 
     def transform_sklearn(self, frame: pd.DataFrame) -> np.ndarray:
         """The same matrix through sklearn's own transform (reference for the fast path)."""
-        feats = request_features(frame)[self.feature_list]
+        feats = self.spec.frame(frame)[self.feature_list]
         return np.ascontiguousarray(self.preprocessor.transform(feats), dtype=np.float32)
 
     def margin(self, x: np.ndarray) -> np.ndarray:
@@ -170,7 +175,7 @@ class Release:
             self._single_thread.set_param({"nthread": 1})
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
-        """Fraud probabilities (float64, in [0, 1]) for an event frame, one per row, in row order."""
+        """Positive-class probabilities (float64, in [0, 1]) of an event frame, one per row, in row order."""
         if len(frame) == 0:
             return np.empty(0, dtype=np.float64)
         parts = []
@@ -189,6 +194,7 @@ class Release:
             "model_kind": self.model_kind,
             "logit_offset": float(self.logit_offset),
             "mlp_arch": self.mlp_arch,
+            "request_features": self.spec.model_dump(mode="json"),
         }
 
     def _payload(self) -> tuple[bytes, bytes]:
@@ -276,6 +282,7 @@ def read_release(
         model_kind=kind,
         preprocessor=preprocessor,
         model=model,
+        spec=FeatureSpec.model_validate(meta["request_features"]),
         logit_offset=meta["logit_offset"],
         mlp_arch=meta["mlp_arch"],
         device=device,
@@ -284,7 +291,7 @@ def read_release(
 
 
 def score(release: Release, frame: pd.DataFrame) -> np.ndarray:
-    """Fraud probabilities for an event frame through `release` (the one scoring path)."""
+    """Scores (probabilities of the positive class) for an event frame through `release`."""
     return release.score(frame)
 
 

@@ -8,20 +8,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.model.request_features import CATEGORICAL_FEATURES
-
 _MISSING_CATEGORY = "__missing__"
 
 
-def build_preprocessor(feature_list: list[str]) -> Any:
+def build_preprocessor(feature_list: list[str], categorical: list[str] | tuple[str, ...] = ()) -> Any:
     """Unfitted ColumnTransformer: numeric median imputation + scaling, category one-hot (unknown ignored)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    numeric = [f for f in feature_list if f not in CATEGORICAL_FEATURES]
-    cats = [f for f in feature_list if f in CATEGORICAL_FEATURES]
+    numeric = [f for f in feature_list if f not in categorical]
+    cats = [f for f in feature_list if f in categorical]
     transformers: list[tuple[str, Any, list[str]]] = []
     if numeric:
         num = Pipeline(

@@ -5,10 +5,7 @@ tags (challenger_weight, step, started_at, decision) and moves aliases; the serv
 every `serve.refresh_s` and routes `bucket(entity) < weight` to the challenger. The Airflow DAG
 `canary_rollout`, the `sluice canary` CLI and the tests all call the functions below.
 
-- Pure core: `arm_stats(log, since, labels)` turns prediction-log rows into per-arm figures (requests,
-  errors = challenger requests answered by the champion's fallback, p99 latency, scores, precision/recall
-  where labels arrived); `psi(expected, actual)`; `evaluate_step(stats, guardrails, min_requests, ...)`
-  -> Decision(wait | hold | advance | rollback, reason).
+- The figures and the step decision are pipelines.ops.guardrails (pure).
 - Actions: `start_canary`, `pause_canary`, `set_step`, `rollback_canary` (weight 0, alias challenger
   removed, reason in the rollout tags and the alias history), `promote_challenger` (champion <- challenger,
   old champion -> previous, challenger alias removed, weight 0, decision recorded).
@@ -22,18 +19,15 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from pipelines.contract import CHALLENGER, CHAMPION
 from pipelines.errors import StageError
+from pipelines.ops.guardrails import ArmStats, arm_stats, evaluate_step
 
 if TYPE_CHECKING:
-    from pipelines.config import GuardrailParams, Params
+    from pipelines.config import Params
     from pipelines.engines.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -45,8 +39,6 @@ PAUSED = "paused"
 ROLLED_BACK = "rolled_back"
 PROMOTED = "promoted"
 
-Action = Literal["wait", "hold", "advance", "rollback"]
-
 
 class CanaryError(StageError):
     """A canary action is impossible (no challenger, challenger == champion, nothing running)."""
@@ -57,192 +49,6 @@ class CanaryRolledBack(StageError):
 
 
 # ---- pure core ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ArmStats:
-    """Live figures of one arm over a window of the prediction log."""
-
-    n: int = 0
-    errors: int = 0
-    p99_ms: float = float("nan")
-    scores: np.ndarray = field(default_factory=lambda: np.empty(0), compare=False, repr=False)
-    labelled: int = 0
-    precision: float | None = None
-    recall: float | None = None
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.n if self.n else 0.0
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-able figures (for logs, XCom and the rollout decision)."""
-        return {
-            "n": self.n,
-            "errors": self.errors,
-            "error_rate": round(self.error_rate, 6),
-            "p99_ms": None if np.isnan(self.p99_ms) else round(float(self.p99_ms), 3),
-            "labelled": self.labelled,
-            "precision": self.precision,
-            "recall": self.recall,
-        }
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What a canary step does next, and why (the reason is recorded in the registry on rollback)."""
-
-    action: Action
-    reason: str
-    figures: dict[str, Any] = field(default_factory=dict)
-
-
-def _served_at(log_df: pd.DataFrame) -> pd.Series:
-    return pd.to_datetime(log_df["served_at"], utc=True, format="ISO8601")
-
-
-def arm_stats(
-    log_df: pd.DataFrame,
-    since: dt.datetime | None = None,
-    labels: pd.DataFrame | None = None,
-    challenger_version: str | None = None,
-) -> dict[str, ArmStats]:
-    """Per-arm figures of prediction-log rows served at or after `since`.
-
-    The challenger arm is every request ROUTED to it: answered by it (arm challenger) or, when it failed
-    or was too slow, by the champion (`challenger_fallback`): those are its errors, and their latency
-    counts too (the client waited for the timeout). With `challenger_version`, rows answered by another
-    challenger version (a previous canary) are left out. `labels` (event_id, label) gives
-    precision/recall of each arm's decisions where labels arrived.
-    """
-    empty = {CHAMPION: ArmStats(), CHALLENGER: ArmStats()}
-    if log_df is None or log_df.empty:
-        return empty
-    df = log_df
-    if since is not None:
-        df = df[(_served_at(df) >= pd.Timestamp(since)).to_numpy()]
-    if df.empty:
-        return empty
-    fallback = df.get("challenger_fallback", pd.Series(False, index=df.index)).fillna(False).astype(bool)
-    to_challenger = (df["arm"] == CHALLENGER) | fallback
-    if challenger_version is not None:
-        stale = (df["arm"] == CHALLENGER) & (df["model_version"].astype(str) != str(challenger_version))
-        to_challenger &= ~stale
-        keep = ~stale
-    else:
-        keep = pd.Series(True, index=df.index)
-    out: dict[str, ArmStats] = {}
-    for arm, mask, err in (
-        (CHAMPION, keep & ~to_challenger, None),
-        (CHALLENGER, to_challenger, fallback),
-    ):
-        part = df[mask.to_numpy()]
-        n = len(part)
-        errors = int(err[mask].sum()) if err is not None else 0
-        lat = pd.to_numeric(part["latency_ms"], errors="coerce").dropna().to_numpy(float)
-        p99 = float(np.percentile(lat, 99)) if len(lat) else float("nan")
-        # figures of the model itself: only rows this arm's release answered
-        answered = part if err is None else part[~err[mask].to_numpy()]
-        scores = pd.to_numeric(answered["score"], errors="coerce").dropna().to_numpy(float)
-        labelled, precision, recall = _precision_recall(answered, labels)
-        out[arm] = ArmStats(n, errors, p99, scores, labelled, precision, recall)
-    return out
-
-
-def _precision_recall(
-    part: pd.DataFrame, labels: pd.DataFrame | None
-) -> tuple[int, float | None, float | None]:
-    if labels is None or labels.empty or part.empty or "decision" not in part:
-        return 0, None, None
-    j = (
-        part[["event_id", "decision"]]
-        .astype({"event_id": str})
-        .merge(
-            labels[["event_id", "label"]].astype({"event_id": str}).drop_duplicates("event_id"), on="event_id"
-        )
-    )
-    if j.empty:
-        return 0, None, None
-    pred = j["decision"].astype(bool).to_numpy()
-    y = j["label"].astype(int).to_numpy() == 1
-    tp = int((pred & y).sum())
-    precision = tp / int(pred.sum()) if pred.any() else None
-    recall = tp / int(y.sum()) if y.any() else None
-    return len(j), precision, recall
-
-
-def psi(expected: np.ndarray, actual: np.ndarray, bins: int = 10, eps: float = 1e-4) -> float:
-    """Population stability index of `actual` vs `expected` on quantile bins of `expected`."""
-    expected = np.asarray(expected, float)
-    actual = np.asarray(actual, float)
-    if len(expected) == 0 or len(actual) == 0:
-        return float("nan")
-    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)))
-    if len(edges) < 2:  # constant champion scores: one bin, PSI only sees mass outside it
-        edges = np.array([edges[0] - eps, edges[0] + eps])
-    edges[0], edges[-1] = -np.inf, np.inf
-    e = np.histogram(expected, edges)[0] / len(expected)
-    a = np.histogram(actual, edges)[0] / len(actual)
-    e, a = np.clip(e, eps, None), np.clip(a, eps, None)
-    return float(np.sum((a - e) * np.log(a / e)))
-
-
-def evaluate_step(
-    stats: Mapping[str, ArmStats],
-    guardrails: GuardrailParams,
-    min_requests: int,
-    held_s: float = float("inf"),
-    hold_s: float = 0.0,
-) -> Decision:
-    """Decide a canary step from live per-arm figures.
-
-    wait: fewer than `min_requests` challenger-routed requests (no decision on 3 requests);
-    rollback: a guardrail breached (reason lists every breach with its figure and limit);
-    hold: healthy but the step has been held for less than `hold_s`; advance: healthy and held long enough.
-    Comparisons with the champion need `min_requests` champion requests too (at 100% it has none).
-    """
-    ch = stats.get(CHALLENGER, ArmStats())
-    cp = stats.get(CHAMPION, ArmStats())
-    figures: dict[str, Any] = {CHALLENGER: ch.summary(), CHAMPION: cp.summary()}
-    if ch.n < min_requests:
-        return Decision("wait", f"challenger has {ch.n} requests, need {min_requests} to decide", figures)
-    g = guardrails
-    champion_ok = cp.n >= min_requests
-    breaches: list[str] = []
-    if ch.error_rate > g.max_error_rate:
-        breaches.append(f"challenger error rate {ch.error_rate:.2%} > {g.max_error_rate:.2%}")
-    if (
-        g.max_error_ratio_vs_champion is not None
-        and champion_ok
-        and cp.error_rate > 0
-        and ch.error_rate > g.max_error_ratio_vs_champion * cp.error_rate
-    ):
-        breaches.append(
-            f"challenger error rate {ch.error_rate:.2%} > {g.max_error_ratio_vs_champion:g}x "
-            f"champion's {cp.error_rate:.2%}"
-        )
-    if not np.isnan(ch.p99_ms) and ch.p99_ms > g.p99_budget_ms:
-        breaches.append(f"challenger p99 {ch.p99_ms:.1f} ms > budget {g.p99_budget_ms:g} ms")
-    if (
-        g.max_p99_ratio_vs_champion is not None
-        and champion_ok
-        and not np.isnan(cp.p99_ms)
-        and ch.p99_ms > g.max_p99_ratio_vs_champion * cp.p99_ms
-    ):
-        breaches.append(
-            f"challenger p99 {ch.p99_ms:.1f} ms > {g.max_p99_ratio_vs_champion:g}x "
-            f"champion's {cp.p99_ms:.1f} ms"
-        )
-    if g.max_psi is not None and champion_ok and len(ch.scores) and len(cp.scores):
-        value = psi(cp.scores, ch.scores)
-        figures["psi"] = round(value, 6)
-        if value > g.max_psi:
-            breaches.append(f"score PSI challenger vs champion {value:.3f} > {g.max_psi:g}")
-    if breaches:
-        return Decision("rollback", "guardrail breach: " + "; ".join(breaches), figures)
-    if held_s < hold_s:
-        return Decision("hold", f"healthy, held {held_s:.0f}/{hold_s:g} s", figures)
-    return Decision("advance", f"healthy over {ch.n} challenger requests", figures)
 
 
 # ---- actions on the registry -----------------------------------------------------------------------
@@ -363,10 +169,54 @@ def live_stats(
     params: Params, since: dt.datetime, challenger_version: str | None = None
 ) -> dict[str, ArmStats]:
     """Per-arm figures from the prediction log served since `since` (UTC days from since's date on)."""
-    from pipelines.serving_log import read_prediction_log
+    from pipelines.artifacts import read_prediction_log
 
     frame = read_prediction_log(Path(params.paths.prediction_log), start=since.date())
     return arm_stats(frame, since=since, challenger_version=challenger_version)
+
+
+def _hold_step(
+    params: Params,
+    reg: Registry,
+    version: str,
+    step: int,
+    stats_fn: Callable[[dt.datetime, str], Mapping[str, ArmStats]],
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+    who: str | None = None,
+) -> dict[str, Any]:
+    """Poll one step until it is held healthy for hold_s (its figures returned) or rolls back (raises)."""
+    name, cfg = params.register_.model_name, params.rollout
+    weight = cfg.steps[step]
+    # figures of this step only: requests served after its weight was written (+ serving's refresh lag)
+    since = dt.datetime.now(dt.UTC)
+    t0 = last_poll = clock()
+    held = 0.0
+    while True:
+        sleep(cfg.poll_s)
+        now = clock()
+        state = reg.get_rollout_state(name)
+        if reg.alias_version(name, CHALLENGER) != version or (state.decision or "").startswith(ROLLED_BACK):
+            raise CanaryRolledBack(f"canary of v{version} aborted outside the DAG: {state.decision}")
+        paused = (state.decision or "").startswith(PAUSED)
+        if not paused:
+            held += now - last_poll
+        last_poll = now
+        decision = evaluate_step(stats_fn(since, version), cfg.guardrails, cfg.min_requests, held, cfg.hold_s)
+        log.info(
+            "step %d (%g%%): %s: %s %s", step, weight, decision.action, decision.reason, decision.figures
+        )
+        why = None
+        if decision.action == "rollback":
+            why = decision.reason
+        elif decision.action == "wait" and now - t0 > cfg.max_wait_s:
+            why = f"not enough traffic after {cfg.max_wait_s:g} s ({decision.reason})"
+        if why is not None:
+            reason = f"step {step} ({weight:g}%): {why}"
+            rollback_canary(params, reason, reg, who=who)
+            raise CanaryRolledBack(f"canary of v{version} rolled back at {reason}")
+        if decision.action == "advance" and not paused:
+            return {"step": step, "weight": weight, "held_s": round(held, 3), **decision.figures}
 
 
 def run_canary(
@@ -383,56 +233,15 @@ def run_canary(
     evaluate_step (wait / hold / advance / rollback). A step short of `min_requests` after `max_wait_s`
     rolls back. A pause from the CLI freezes the ramp (guardrails still apply); an abort stops the loop.
     """
-    reg, name = _open(params, reg)
+    reg, _ = _open(params, reg)
     cfg = params.rollout
     started = start_canary(params, reg, who=who, unpause=False)
     version = started["challenger"]
-    stats_fn = stats_fn or (lambda since, v: live_stats(params, since, v))
+    figures = stats_fn or (lambda since, v: live_stats(params, since, v))
     steps_log: list[dict[str, Any]] = []
-    step = started["step"]
-    while step < len(cfg.steps):
-        weight = cfg.steps[step]
+    for step in range(started["step"], len(cfg.steps)):
         if step != started["step"]:
             set_step(params, step, reg, who=who)
-        # figures of this step only: requests served after its weight was written (+ serving's refresh lag)
-        since = dt.datetime.now(dt.UTC)
-        t0 = clock()
-        held = 0.0
-        last_poll = t0
-        while True:
-            sleep(cfg.poll_s)
-            now = clock()
-            state = reg.get_rollout_state(name)
-            if reg.alias_version(name, CHALLENGER) != version or (state.decision or "").startswith(
-                ROLLED_BACK
-            ):
-                raise CanaryRolledBack(f"canary of v{version} aborted outside the DAG: {state.decision}")
-            paused = (state.decision or "").startswith(PAUSED)
-            if not paused:
-                held += now - last_poll
-            last_poll = now
-            decision = evaluate_step(
-                stats_fn(since, version), cfg.guardrails, cfg.min_requests, held, cfg.hold_s
-            )
-            log.info(
-                "step %d (%g%%): %s: %s %s", step, weight, decision.action, decision.reason, decision.figures
-            )
-            if decision.action == "rollback":
-                reason = f"step {step} ({weight:g}%): {decision.reason}"
-                rollback_canary(params, reason, reg, who=who)
-                raise CanaryRolledBack(f"canary of v{version} rolled back at {reason}")
-            if decision.action == "wait" and now - t0 > cfg.max_wait_s:
-                reason = (
-                    f"step {step} ({weight:g}%): not enough traffic after {cfg.max_wait_s:g} s "
-                    f"({decision.reason})"
-                )
-                rollback_canary(params, reason, reg, who=who)
-                raise CanaryRolledBack(f"canary of v{version} rolled back at {reason}")
-            if decision.action == "advance" and not paused:
-                steps_log.append(
-                    {"step": step, "weight": weight, "held_s": round(held, 3), **decision.figures}
-                )
-                break
-        step += 1
+        steps_log.append(_hold_step(params, reg, version, step, figures, sleep, clock, who))
     promoted = promote_challenger(params, reg, who=who, why=f"canary passed {len(cfg.steps)} steps")
     return {**promoted, "steps": steps_log}

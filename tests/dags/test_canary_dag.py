@@ -1,7 +1,7 @@
 """The canary_rollout DAG for real (`dag.test()` in a child process), fed by live prediction-log traffic.
 
 While the driver runs the DAG, a thread of this test plays the serving process: every 50 ms it appends
-log rows (pipelines.serving_log.PredictionLogWriter, the writer the service uses), routing each request
+log rows (pipelines.serving.log.PredictionLogWriter, the writer the service uses), routing each request
 by the registry's current canary weight. Two projects: a healthy challenger ramps 50 -> 100 % and is
 promoted; a challenger whose calls fail 20 % of the time is rolled back at the first step, and the task
 fails at once (AirflowFailException: no retry) with the reason.
@@ -60,7 +60,7 @@ class Traffic(threading.Thread):
 
     def run(self) -> None:
         from pipelines.engines.registry import open_registry
-        from pipelines.serving_log import PredictionLogWriter
+        from pipelines.serving.log import PredictionLogWriter
 
         reg, name = open_registry(self.params), self.params.register_.model_name
         writer = PredictionLogWriter(self.params.paths.prediction_log, rotate_bytes=1 << 24, flush_s=0.05)

@@ -56,7 +56,7 @@ def _tasks(step: dict[str, Any]) -> dict[str, str]:
 
 def _csv_project(root: Path, bad_day: dt.date) -> tuple[Params, Path]:
     """A project whose source is a CSV log; `bad_day` has negative amounts (a gate must refuse it)."""
-    from pipelines import source
+    from pipelines.sources import synthetic as source
 
     base = make_project(root)
     events = source.generate(base.ingest.synthetic, base.data.start, base.data.start + 3 * ONE)

@@ -2,8 +2,8 @@
 
 On PYTHONPATH of a `bentoml serve` child with SLUICE_FAULTY="<version>:<error_share>:<delay_ms>[,...]",
 the release of each listed registry version fails `error_share` of its score calls and sleeps `delay_ms`
-in each (after a few clean warm-up calls), by wrapping pipelines.serving.default_release_loader. Nothing
-happens without the variable.
+in each (after a few clean warm-up calls), by wrapping pipelines.serving.releases.default_release_loader.
+Nothing happens without the variable.
 """
 
 from __future__ import annotations
@@ -40,18 +40,18 @@ if _SPEC:
                     raise RuntimeError("injected challenger fault")
             return self._inner.score(frame)
 
-    import pipelines.serving as _serving
+    import pipelines.serving.releases as _releases
 
-    _original = _serving.default_release_loader
+    _original = _releases.default_release_loader
 
     def _loader(params: Any) -> Any:
         load = _original(params)
 
-        def wrapped(model_uri: str, fingerprint: str | None) -> Any:
-            release = load(model_uri, fingerprint)
-            fault = _FAULTS.get(model_uri.rsplit("/", 1)[-1])
+        def wrapped(registered: Any) -> Any:
+            release = load(registered)
+            fault = _FAULTS.get(registered.version)
             return release if fault is None else _Faulty(release, *fault)
 
         return wrapped
 
-    _serving.default_release_loader = _loader
+    _releases.default_release_loader = _loader

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 
-def write_prometheus(path: Path, summary: dict[str, Any]) -> None:
-    """Gauges of the latest run in text exposition format (node-exporter textfile collector style)."""
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+def _drift_gauges(reg: Any, drift: dict[str, Any]) -> None:
+    """Per-feature drift scores and verdicts, the drift share and the dataset / prediction verdicts."""
+    from prometheus_client import Gauge
 
-    reg = CollectorRegistry()
     score = Gauge(
         "sluice_drift_score",
         "Drift score per feature (p-value or distance, see method)",
@@ -25,7 +24,6 @@ def write_prometheus(path: Path, summary: dict[str, Any]) -> None:
         registry=reg,
     )
     drifted = Gauge("sluice_feature_drifted", "1 when the feature drifted", ["feature"], registry=reg)
-    drift = summary["drift"]
     for feat, r in sorted(drift["features"].items()):
         if r.get("score") is not None:
             score.labels(feat, r["method"]).set(r["score"])
@@ -39,6 +37,12 @@ def write_prometheus(path: Path, summary: dict[str, Any]) -> None:
     Gauge("sluice_prediction_drift", "1 when the score drifted", registry=reg).set(
         float(drift["prediction_drift"])
     )
+
+
+def _live_gauges(reg: Any, summary: dict[str, Any]) -> None:
+    """Live metrics and arrived labels per model version and arm, predictions per version and arm."""
+    from prometheus_client import Gauge
+
     live = Gauge(
         "sluice_live_metric",
         "Live quality on arrived labels",
@@ -55,6 +59,15 @@ def write_prometheus(path: Path, summary: dict[str, Any]) -> None:
     tr = Gauge("sluice_predictions", "Predictions in the window", ["model_version", "arm"], registry=reg)
     for row in summary["traffic"]:
         tr.labels(row["model_version"], row["arm"]).set(row["n"])
+
+
+def write_prometheus(path: Path, summary: dict[str, Any]) -> None:
+    """Gauges of the latest run in text exposition format (node-exporter textfile collector style)."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    reg = CollectorRegistry()
+    _drift_gauges(reg, summary["drift"])
+    _live_gauges(reg, summary)
     Gauge("sluice_retrain_decision", "1 when this run decided to retrain", registry=reg).set(
         float(summary["decision"]["retrain"])
     )
@@ -131,20 +144,13 @@ def _svg_line(points: list[tuple[str, float]], threshold: float, width: int = 64
     )
 
 
-def render_dashboard(history: list[dict[str, Any]]) -> str:
-    """The dashboard page for monitor summaries, oldest first."""
-    if not history:
-        body = "<h1>sluice monitoring</h1><p>No monitoring runs yet.</p>"
-        return (
-            f"<!doctype html><html><head><meta charset='utf-8'><style>{_CSS}</style></head>"
-            f"<body>{body}</body></html>"
-        )
-    last = history[-1]
+def _cards(last: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(title, value, css class) of the latest run's headline cards."""
     d = last["decision"]
     drift = last["drift"]
     overall = last["live"].get("overall") or {}
     status = "bad" if d["retrain"] or d["triggered"] else "ok"
-    cards = [
+    return [
         ("latest window", f"{last['start']} → {last['end']}", ""),
         (
             "drifted features",
@@ -160,58 +166,62 @@ def render_dashboard(history: list[dict[str, Any]]) -> str:
         ("live recall", _fmt(overall.get("recall")), ""),
         ("retrain", "yes" if d["retrain"] else ("cooldown" if d["suppressed_by_cooldown"] else "no"), status),
     ]
+
+
+def _header(history: list[dict[str, Any]]) -> list[str]:
+    """Title, run count and sources, the headline cards and why the latest run decided what it did."""
+    last = history[-1]
     champion_version = (last.get("champion") or {}).get("version", "–")
     parts = [
         "<h1>sluice monitoring</h1>",
         f"<div class='sub'>{len(history)} run(s); latest {_e(last['date'])}, current data from "
         f"{_e(last['current_source'])}, champion {_e(champion_version)}</div>",
         "<div class='cards'>"
-        + "".join(f"<div class='card'>{_e(k)}<b class='{c}'>{_e(v)}</b></div>" for k, v, c in cards)
+        + "".join(f"<div class='card'>{_e(k)}<b class='{c}'>{_e(v)}</b></div>" for k, v, c in _cards(last))
         + "</div>",
     ]
-    if d["reasons"]:
-        parts.append("<p><b>Why:</b> " + "; ".join(_e(r) for r in d["reasons"]) + "</p>")
+    reasons = last["decision"]["reasons"]
+    if reasons:
+        parts.append("<p><b>Why:</b> " + "; ".join(_e(r) for r in reasons) + "</p>")
+    return parts
 
-    # drift share over time
-    share_pts = [(h["date"], float(h["drift"]["drift_share"])) for h in history]
-    parts.append("<h2>Dataset drift share over time</h2>")
-    parts.append(_svg_line(share_pts, float(last.get("drift_share_threshold") or 0.3)))
 
-    # per-feature heatmap (rows features, columns dates)
+def _drift_cell(r: dict[str, Any], title: str | None = None) -> str:
+    cls = " class='d'" if r.get("drifted") else ""
+    tip = f" title='{_e(title)}'" if title is not None else ""
+    return f"<td{cls} style='background:{_cell_color(r)}'{tip}>{_fmt(r.get('score'), 2)}</td>"
+
+
+def _heatmap(history: list[dict[str, Any]]) -> list[str]:
+    """Drift per feature over the last 30 runs (rows features, columns dates), the score last."""
     feats = sorted({f for h in history for f in h["drift"]["features"]})
     shown = history[-30:]
-    parts.append(
-        "<h2>Drift per feature over time</h2><p class='sub'>score (p-value for tests, distance "
-        "for distances); red = drifted.</p>"
-    )
     head = "".join(f"<th>{_e(h['date'][5:])}</th>" for h in shown)
     rows = []
     for f in feats:
         cells = []
         for h in shown:
             r = h["drift"]["features"].get(f) or {}
-            cls = " class='d'" if r.get("drifted") else ""
-            title = f"{r.get('method')} threshold {r.get('threshold')}"
-            cells.append(
-                f"<td{cls} style='background:{_cell_color(r)}' title='{_e(title)}'>"
-                f"{_fmt(r.get('score'), 2)}</td>"
-            )
+            cells.append(_drift_cell(r, f"{r.get('method')} threshold {r.get('threshold')}"))
         rows.append(f"<tr><td class='f'>{_e(f)}</td>{''.join(cells)}</tr>")
-    pred_cells = []
-    for h in shown:
-        r = h["drift"].get("prediction") or {}
-        cls = " class='d'" if r.get("drifted") else ""
-        pred_cells.append(f"<td{cls} style='background:{_cell_color(r)}'>{_fmt(r.get('score'), 2)}</td>")
+    pred_cells = [_drift_cell(h["drift"].get("prediction") or {}) for h in shown]
     rows.append(f"<tr><td class='f'><i>score (prediction)</i></td>{''.join(pred_cells)}</tr>")
-    parts.append(f"<table><tr><th class='f'>feature</th>{head}</tr>{''.join(rows)}</table>")
+    return [
+        "<h2>Drift per feature over time</h2><p class='sub'>score (p-value for tests, distance "
+        "for distances); red = drifted.</p>",
+        f"<table><tr><th class='f'>feature</th>{head}</tr>{''.join(rows)}</table>",
+    ]
 
-    # live metrics per version and arm, latest run + over time
-    parts.append(
+
+def _live_table(history: list[dict[str, Any]]) -> list[str]:
+    """Live metrics per model version and arm of the last 30 runs, newest first."""
+    last = history[-1]
+    parts = [
         f"<h2>Live metrics per model version and arm</h2><p class='sub'>predictions of "
         f"{_e(last['metrics_window'][0])} → {_e(last['metrics_window'][1])} joined with labels arrived "
         "by the "
         f"window end (delay {_e(last['label_delay_hours'])} h)</p>"
-    )
+    ]
     cols = ["n", "positives", "precision", "recall", "pr_auc", "ece", "brier"]
     live_rows = []
     for h in history[-30:]:
@@ -222,19 +232,21 @@ def render_dashboard(history: list[dict[str, Any]]) -> str:
                 + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in cols)
                 + "</tr>"
             )
-    if live_rows:
-        parts.append(
-            "<table><tr><th class='f'>run</th><th class='f'>version</th><th class='f'>arm</th>"
-            + "".join(f"<th>{c}</th>" for c in cols)
-            + "</tr>"
-            + "".join(reversed(live_rows))
-            + "</table>"
-        )
-    else:
-        parts.append("<p>No labels arrived yet for these predictions.</p>")
+    if not live_rows:
+        return [*parts, "<p>No labels arrived yet for these predictions.</p>"]
+    return [
+        *parts,
+        "<table><tr><th class='f'>run</th><th class='f'>version</th><th class='f'>arm</th>"
+        + "".join(f"<th>{c}</th>" for c in cols)
+        + "</tr>"
+        + "".join(reversed(live_rows))
+        + "</table>",
+    ]
 
-    # traffic per arm
-    parts.append("<h2>Traffic per arm (latest window)</h2>")
+
+def _traffic(last: dict[str, Any]) -> list[str]:
+    """Predictions per version and arm of the latest window."""
+    parts = ["<h2>Traffic per arm (latest window)</h2>"]
     if last["traffic"]:
         parts.append(
             "<table><tr><th class='f'>version</th><th class='f'>arm</th><th>predictions</th>"
@@ -247,14 +259,23 @@ def render_dashboard(history: list[dict[str, Any]]) -> str:
             )
             + "</table>"
         )
+    return parts
+
+
+def _quality(last: dict[str, Any]) -> list[str]:
+    """The latest window's missing-value / range alerts."""
     alerts = last.get("quality_alerts") or []
-    parts.append("<h2>Data quality (latest window)</h2>")
-    parts.append(
+    return [
+        "<h2>Data quality (latest window)</h2>",
         "<p>"
         + ("alerts on: " + ", ".join(_e(a) for a in alerts) if alerts else "no missing-value/range alerts")
-        + "</p>"
-    )
-    parts.append("<h2>Runs</h2><ul>")
+        + "</p>",
+    ]
+
+
+def _runs(history: list[dict[str, Any]]) -> list[str]:
+    """Links to the last 30 runs' Evidently reports with their verdict, newest first."""
+    parts = ["<h2>Runs</h2><ul>"]
     for h in reversed(history[-30:]):
         dd = h["decision"]
         verdict = "retrain" if dd["retrain"] else ("cooldown" if dd["suppressed_by_cooldown"] else "ok")
@@ -264,6 +285,29 @@ def render_dashboard(history: list[dict[str, Any]]) -> str:
             f"{_e(verdict)}</li>"
         )
     parts.append("</ul>")
+    return parts
+
+
+def render_dashboard(history: list[dict[str, Any]]) -> str:
+    """The dashboard page for monitor summaries, oldest first."""
+    if not history:
+        body = "<h1>sluice monitoring</h1><p>No monitoring runs yet.</p>"
+        return (
+            f"<!doctype html><html><head><meta charset='utf-8'><style>{_CSS}</style></head>"
+            f"<body>{body}</body></html>"
+        )
+    last = history[-1]
+    share_pts = [(h["date"], float(h["drift"]["drift_share"])) for h in history]
+    parts = [
+        *_header(history),
+        "<h2>Dataset drift share over time</h2>",
+        _svg_line(share_pts, float(last.get("drift_share_threshold") or 0.3)),
+        *_heatmap(history),
+        *_live_table(history),
+        *_traffic(last),
+        *_quality(last),
+        *_runs(history),
+    ]
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>sluice monitoring</title>"
         f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>"

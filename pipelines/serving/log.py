@@ -9,8 +9,9 @@ two writers, whatever the number of server workers.
 A row holds the prediction id, served_at, the request (event_id, entity_id, event_timestamp, amount,
 merchant, category, coordinates), the Feast feature columns the model saw (null = missing), score,
 decision, threshold, model_name, model_version, arm, feature_source, cached, challenger_fallback,
-latency_ms and source (api | job): the columns of data/dataset plus the serving facts. Keys never
-appear (the log has no request headers). `read_prediction_log` reads it back as a DataFrame.
+latency_ms and source (api | api_batch | job): the columns of data/dataset plus the serving facts. Keys
+never appear (the log has no request headers). `log_row` builds a row;
+`pipelines.artifacts.read_prediction_log` reads them back as a DataFrame (monitoring, the canary).
 """
 
 from __future__ import annotations
@@ -18,14 +19,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import numpy as np
+
+    from pipelines.serving.schema import ScoreRequest, ScoreResponse
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +45,6 @@ except ImportError:  # pragma: no cover - the stdlib fallback
 
     def _dumps(row: dict[str, Any]) -> bytes:
         return json.dumps(row, separators=(",", ":"), default=str).encode()
-
-
-FILE_GLOB = "predictions-*.jsonl"
 
 
 class PredictionLogWriter:
@@ -155,25 +158,45 @@ class PredictionLogWriter:
         }
 
 
-def read_prediction_log(
-    directory: Path, start: dt.date | None = None, end: dt.date | None = None
-) -> pd.DataFrame:
-    """All logged predictions served in [start, end) (UTC dates; None = unbounded) as one DataFrame.
-
-    Tolerates a partial last line in a file being written right now.
-    """
-    rows: list[dict[str, Any]] = []
-    for part in sorted(Path(directory).glob("date=*")):
-        day = dt.date.fromisoformat(part.name.split("=", 1)[1])
-        if (start is not None and day < start) or (end is not None and day >= end):
-            continue
-        for f in sorted(part.glob(FILE_GLOB)):
-            with f.open(encoding="utf-8") as fh:
-                for line in fh:
-                    if not line.endswith("\n"):
-                        break  # being written
-                    rows.append(json.loads(line))
-    return pd.DataFrame(rows)
+def log_row(
+    request: ScoreRequest,
+    response: ScoreResponse,
+    feature_columns: Sequence[str],
+    feats: np.ndarray,
+    now: dt.datetime,
+    source: str,
+) -> dict[str, Any]:
+    """The log row of one served prediction (layout above); `feats` = the feature values the model saw."""
+    row: dict[str, Any] = {
+        "prediction_id": response.prediction_id,
+        "served_at": now.isoformat(),
+        "event_id": request.event_id,
+        "entity_id": request.entity_id,
+        "event_timestamp": (request.timestamp or now).isoformat(),
+        "amount": request.amount,
+        "merchant": request.merchant,
+        "category": request.category,
+        "latitude": request.latitude,
+        "longitude": request.longitude,
+        "merchant_latitude": request.merchant_latitude,
+        "merchant_longitude": request.merchant_longitude,
+    }
+    for c, v in zip(feature_columns, feats.tolist(), strict=True):
+        row[c] = None if math.isnan(v) else v
+    row.update(
+        score=response.score,
+        decision=response.decision,
+        threshold=response.threshold,
+        model_name=response.model_name,
+        model_version=response.model_version,
+        arm=response.arm,
+        feature_source=response.feature_source,
+        cached=response.cached,
+        challenger_fallback=response.challenger_fallback,
+        latency_ms=round(response.latency_ms, 3),
+        source=source,
+    )
+    return row
 
 
 def wait_flushed(writer: PredictionLogWriter, timeout_s: float = 5.0) -> None:

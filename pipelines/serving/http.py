@@ -30,6 +30,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# a refused request: (status, JSON body, extra headers)
+_Refusal = tuple[int, dict[str, Any], dict[bytes, bytes] | None]
 
 OPEN_PATHS: tuple[str, ...] = ("/livez", "/readyz", "/healthz", "/metrics", "/health/")
 _MAX_CLIENTS = 10_000
@@ -118,64 +120,50 @@ class GuardMiddleware:
         if scope["type"] != "http" or self._is_open(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
+        refusal = self._admit(scope)
+        if refusal is None:
+            refusal, receive = await self._limit_size(scope, receive)
+        if refusal is not None:
+            await _json(send, *refusal)
+            return
+        if scope.get("path", "") in self.api_paths:
+            await self._api_call(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _admit(self, scope: Scope) -> _Refusal | None:
+        """Auth (401) then the caller's rate limit (429); None = let the request through."""
         if self.keys:
             who = self._key(scope)
             if who is None:
-                await _json(
-                    send, 401, {"error": "missing or invalid API key"}, {b"www-authenticate": b"ApiKey"}
-                )
-                return
+                return 401, {"error": "missing or invalid API key"}, {b"www-authenticate": b"ApiKey"}
         else:
             client = scope.get("client")
             who = f"addr:{client[0]}" if client else "addr:?"
         wait = self._limited(who)
         if wait > 0:
             retry = str(max(1, math.ceil(wait))).encode()
-            await _json(send, 429, {"error": "rate limit exceeded"}, {b"retry-after": retry})
-            return
+            return 429, {"error": "rate limit exceeded"}, {b"retry-after": retry}
+        return None
 
-        length = None
-        for name, value in scope.get("headers") or ():
-            if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    await _json(send, 400, {"error": "invalid Content-Length"})
-                    return
-                break
+    async def _limit_size(self, scope: Scope, receive: Receive) -> tuple[_Refusal | None, Receive]:
+        """Refuse a body over the limit (413) or a bad Content-Length (400); else the `receive` to use.
+
+        Without a declared length (chunked), the body is read up to the limit, then replayed to the app.
+        """
+        try:
+            length = _content_length(scope)
+        except ValueError:
+            return (400, {"error": "invalid Content-Length"}, None), receive
+        too_large = (413, {"error": f"request body larger than {self.max_bytes} bytes"}, None)
         if length is not None and length > self.max_bytes:
-            await _json(send, 413, {"error": f"request body larger than {self.max_bytes} bytes"})
-            return
+            return too_large, receive
         if length is None and scope.get("method") in ("POST", "PUT", "PATCH"):
-            # no declared length (chunked): read up to the limit, then replay the body to the app
-            chunks, size = [], 0
-            while True:
-                msg = await receive()
-                if msg["type"] != "http.request":
-                    break
-                chunks.append(msg.get("body", b""))
-                size += len(chunks[-1])
-                if size > self.max_bytes:
-                    await _json(send, 413, {"error": f"request body larger than {self.max_bytes} bytes"})
-                    return
-                if not msg.get("more_body"):
-                    break
-            body = b"".join(chunks)
-            sent = False
-
-            async def replay() -> Message:
-                nonlocal sent
-                if not sent:
-                    sent = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
-            receive = replay
-
-        if scope.get("path", "") in self.api_paths:
-            await self._api_call(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+            body = await _read_body(receive, self.max_bytes)
+            if body is None:
+                return too_large, receive
+            return None, _replay(body, receive)
+        return None, receive
 
     async def _api_call(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Malformed input -> 422: BentoML answers 400 for a body failing validation and 500 for one that
@@ -206,6 +194,44 @@ class GuardMiddleware:
             await send(message)
 
         await self.app(scope, recording_receive, send_422)
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The declared Content-Length (None when absent); ValueError when it is not a number."""
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length":
+            return int(value)
+    return None
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None as soon as it exceeds `limit` bytes."""
+    chunks, size = [], 0
+    while True:
+        msg = await receive()
+        if msg["type"] != "http.request":
+            break
+        chunks.append(msg.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit:
+            return None
+        if not msg.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that answers `body` once, then defers to the original one."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _is_json(body: bytes) -> bool:

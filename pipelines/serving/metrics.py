@@ -36,6 +36,8 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     2.5,
 )
 BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# `source` of a scoring call -> its `endpoint` label
+ENDPOINTS: dict[str, str] = {"api": "predict", "api_batch": "predict_batch", "job": "score_file"}
 
 
 class ServingMetrics:

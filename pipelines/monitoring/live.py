@@ -1,0 +1,110 @@
+"""Live model quality from late labels: which labels have arrived, their join to the predictions, and
+precision / recall / PR AUC / calibration overall and per (model_version, arm); traffic per arm.
+
+A label counts only once arrived: event_timestamp + label delay <= as-of. Predictions and labels join by
+event id; a prediction frame has the `SCORE`, `DECISION`, `MODEL_VERSION` and `ARM` columns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.contract import EVENT_ID, LABEL, TIMESTAMP
+from pipelines.monitoring import ARM, DECISION, MODEL_VERSION, SCORE
+
+
+def arrived_labels(events: pd.DataFrame, as_of: dt.datetime, delay_hours: float) -> pd.DataFrame:
+    """Labels known at `as_of`: those of events with event_timestamp + delay <= as_of (event_id, label)."""
+    if events.empty:
+        return pd.DataFrame({EVENT_ID: pd.Series(dtype=str), LABEL: pd.Series(dtype="int64")})
+    ts = pd.to_datetime(events[TIMESTAMP], utc=True)
+    ok = ts + pd.Timedelta(hours=delay_hours) <= pd.Timestamp(as_of)
+    out = events.loc[ok.to_numpy(), [EVENT_ID, LABEL]].dropna(subset=[LABEL])
+    return out.drop_duplicates(EVENT_ID, keep="last").astype({EVENT_ID: str, LABEL: "int64"})
+
+
+def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Predictions with an arrived label, joined by event_id (the last prediction of an event counts once
+    per model version and arm: a retried request is not two observations)."""
+    if predictions.empty or labels.empty:
+        return predictions.iloc[0:0].assign(**{LABEL: pd.Series(dtype="int64")})
+    # a label already on the frame (batch predictions joined to their events) is not "arrived" yet
+    p = predictions.drop(columns=[LABEL], errors="ignore").astype({EVENT_ID: str})
+    if {MODEL_VERSION, ARM} <= set(p.columns):
+        p = p.drop_duplicates([EVENT_ID, MODEL_VERSION, ARM], keep="last")
+    return p.merge(labels, on=EVENT_ID, how="inner", validate="many_to_one")
+
+
+def calibration(y: np.ndarray, s: np.ndarray, bins: int) -> tuple[float, list[dict[str, float]]]:
+    """Expected calibration error over equal-width score bins, and the bins (for the dashboard)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(s, edges[1:-1]), 0, bins - 1)
+    ece, rows = 0.0, []
+    for b in range(bins):
+        m = idx == b
+        if not m.any():
+            continue
+        mp, fp = float(s[m].mean()), float(y[m].mean())
+        ece += m.mean() * abs(mp - fp)
+        rows.append({"bin": b, "n": int(m.sum()), "mean_predicted": mp, "fraction_positive": fp})
+    return float(ece), rows
+
+
+def quality(y: np.ndarray, s: np.ndarray, d: np.ndarray, bins: int) -> dict[str, Any]:
+    """Precision/recall of the served decisions, PR AUC (average precision) and calibration of scores."""
+    from sklearn.metrics import average_precision_score, brier_score_loss
+
+    tp = int(((d == 1) & (y == 1)).sum())
+    fp = int(((d == 1) & (y == 0)).sum())
+    fn = int(((d == 0) & (y == 1)).sum())
+    both = 0 < y.sum() < len(y)
+    ece, cal = calibration(y, s, bins)
+    return {
+        "n": len(y),
+        "positives": int(y.sum()),
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn) if tp + fn else None,
+        "pr_auc": float(average_precision_score(y, s)) if both else None,
+        "brier": float(brier_score_loss(y, s)) if len(y) else None,
+        "ece": ece,
+        "calibration": cal,
+    }
+
+
+def _frame_quality(joined: pd.DataFrame, bins: int) -> dict[str, Any]:
+    return quality(
+        joined[LABEL].to_numpy(dtype=np.int64),
+        joined[SCORE].to_numpy(dtype=np.float64),
+        joined[DECISION].to_numpy(dtype=np.int64),
+        bins,
+    )
+
+
+def live_metrics(joined: pd.DataFrame, bins: int = 10) -> dict[str, Any]:
+    """Live quality overall and per (model_version, arm) on predictions joined with arrived labels."""
+    out: dict[str, Any] = {
+        "overall": _frame_quality(joined, bins) if len(joined) else None,
+        "by_version_arm": [],
+    }
+    if len(joined):
+        for (version, arm), f in joined.groupby([MODEL_VERSION, ARM], sort=True, dropna=False):
+            out["by_version_arm"].append(
+                {"model_version": str(version), "arm": str(arm), **_frame_quality(f, bins)}
+            )
+    return out
+
+
+def traffic(predictions: pd.DataFrame) -> list[dict[str, Any]]:
+    """Prediction counts per (model_version, arm) in the window."""
+    if predictions.empty:
+        return []
+    g = predictions.groupby([MODEL_VERSION, ARM], sort=True, dropna=False).size()
+    total = int(g.sum())
+    return [
+        {"model_version": str(v), "arm": str(a), "n": int(n), "share": int(n) / total}
+        for (v, a), n in g.items()
+    ]
