@@ -31,9 +31,13 @@ run: setup  ## run the whole pipeline on the embedded defaults (dvc repro)
 test: setup  ## run the test suite (unit, integration, e2e; not slow/ui)
 	$(PY) -m pytest
 
-lint: setup  ## ruff
-	$(VENV)/bin/ruff check pipelines dags bentos tests benchmarks
-	$(VENV)/bin/ruff format --check pipelines dags bentos tests benchmarks
+LINTED := pipelines dags bentos tests benchmarks feature_repo
+
+lint: setup  ## ruff, the import contracts (import-linter, pyproject.toml) and the type checker (mypy)
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy pipelines bentos dags
 
 bench: setup  ## the benchmarks (slow; not part of CI)
 	$(PY) benchmarks/pipeline.py
