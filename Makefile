@@ -14,7 +14,7 @@ export UV_LINK_MODE ?= copy
 # a read-only venv) each recompiles them: the monitor stage took 35 s instead of 15 s
 export UV_COMPILE_BYTECODE ?= 1
 
-.PHONY: help setup run test lint bench clean
+.PHONY: help setup run test test-slow test-ui lint bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,19 @@ test: setup  ## run the test suite (unit, integration, e2e; not slow/ui)
 	$(PY) -m pytest
 
 LINTED := pipelines dags bentos tests benchmarks feature_repo
+
+test-slow: setup  ## the slow set: Spark cluster, PostgreSQL/Airflow, backfills, served canary (not in CI)
+	$(PY) -m pytest -m slow -p no:cacheprovider
+
+# Debian's chromium (Playwright's own browser download cannot reach its host from here)
+CHROMIUM := $(shell command -v chromium 2>/dev/null)
+
+test-ui: setup  ## the browser set: headless Chromium on the Airflow UI and the dashboards (not in CI)
+ifeq ($(CHROMIUM),)
+	apt-get update -qq && apt-get install -y -qq chromium
+endif
+	$(PY) -m pytest -m ui -p no:cacheprovider
+	@echo "screenshots: test-artifacts/"
 
 lint: setup  ## ruff, the import contracts (import-linter, pyproject.toml) and the type checker (mypy)
 	$(VENV)/bin/ruff check $(LINTED)
@@ -69,8 +82,7 @@ airflow: setup  ## local Airflow 3 on dags/ (SQLite, airflow_home/); prints URL 
 	      break; fi; sleep 3; done ) &
 	$(AIRFLOW_ENV) $(VENV)/bin/airflow standalone
 
-airflow-ui-test: setup  ## headless Chromium drives the Airflow UI (needs chromium + playwright; not in CI)
-	$(PY) -m pytest -m ui tests/dags -p no:cacheprovider
+airflow-ui-test: test-ui  ## (old name of test-ui)
 
 .PHONY: bento serve
 

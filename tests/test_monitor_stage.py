@@ -17,7 +17,7 @@ from pipelines import io, monitor
 from pipelines.config import Params
 from pipelines.errors import StageError
 from pipelines.sources.synthetic import generate
-from tests.conftest import make_project, shipped_spec
+from tests.conftest import REPO_ROOT, make_project, shipped_spec
 
 pytestmark = pytest.mark.integration
 
@@ -226,12 +226,13 @@ def test_champion_reference_and_scores_come_from_its_pinned_release(
 
 
 @pytest.mark.ui
-def test_dashboard_renders_in_headless_chromium(monitored: tuple[Params, dict, dict], tmp_path: Path) -> None:
+def test_dashboard_renders_in_headless_chromium(monitored: tuple[Params, dict, dict]) -> None:
     from playwright.sync_api import sync_playwright
 
     params, _, _ = monitored
     page_path = params.paths.reports / "monitoring" / "index.html"
-    shot = tmp_path / "dashboard.png"
+    shot = REPO_ROOT / "test-artifacts" / "monitoring" / "dashboard.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         try:
@@ -249,6 +250,3 @@ def test_dashboard_renders_in_headless_chromium(monitored: tuple[Params, dict, d
     assert not errors
     assert shot.stat().st_size > 10_000
     print(f"dashboard screenshot: {shot}")
-    import shutil
-
-    shutil.copy(shot, "/tmp/monitor_dashboard.png")

@@ -34,6 +34,17 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION_HOME / 'airflow.db'}"
 
 
+# Every DAG in dags/: the integrity test checks the DagBag holds exactly these, the UI test lists them
+DAG_IDS: tuple[str, ...] = (
+    "batch_inference",
+    "canary_rollout",
+    "features",
+    "ingestion",
+    "monitoring",
+    "training",
+)
+
+
 def airflow_env(home: Path, params: Path | None = None, db_url: str | None = None) -> dict[str, str]:
     """Environment of a child Airflow process: its own home and DB, this repo's dags/, a project's params."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SLUICE_", "MLFLOW_"))}
@@ -225,6 +236,31 @@ class Standalone:
                 return runs
             time.sleep(3)
         raise AssertionError(f"{dag_id}: runs not finished after {timeout} s: {runs}\n{self.tail()}")
+
+    def backfills(self, dag_id: str) -> list[dict[str, Any]]:
+        """The DAG's backfills, oldest first (REST: GET /api/v2/backfills?dag_id=...)."""
+        found = self.api("GET", f"/api/v2/backfills?dag_id={dag_id}&limit=100")["backfills"]
+        return sorted(found, key=lambda b: b["id"])
+
+    def wait_backfill_complete(self, backfill_id: int, timeout: float = 180) -> dict[str, Any]:
+        """Wait until Airflow marks the backfill complete (`completed_at` set by the scheduler).
+
+        Its runs succeeding is not enough: Airflow refuses a second backfill of the same DAG
+        (AlreadyRunningBackfill) until the scheduler's next pass has completed the first one.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout
+        backfill: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            backfill = self.api("GET", f"/api/v2/backfills/{backfill_id}")
+            if backfill.get("completed_at"):
+                return backfill
+            time.sleep(2)
+        raise AssertionError(
+            f"backfill {backfill_id} not marked complete by the scheduler after {timeout} s "
+            f"(completed_at still null; a DAG's next backfill cannot start before): {backfill}\n{self.tail()}"
+        )
 
     def stop(self) -> None:
         import signal

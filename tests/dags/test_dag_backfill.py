@@ -38,16 +38,19 @@ def test_backfill_parallel_equals_one_at_a_time(standalone_factory) -> None:  # 
         cmd += ["--from-date", FIRST.isoformat(), "--to-date", LAST.isoformat()]
         cmd += ["--max-active-runs", str(max_active), *extra]
         for _ in range(3):
-            before = len(server.api("GET", "/api/v2/backfills?dag_id=ingestion")["backfills"])
+            before = len(server.backfills("ingestion"))
             proc = subprocess.run(cmd, env=server.env, capture_output=True, text=True, timeout=120)
             output = proc.stdout[-3000:] + proc.stderr[-3000:]
             # SQLite allows one writer: on a loaded machine the CLI can lose the lock to the scheduler
-            created = len(server.api("GET", "/api/v2/backfills?dag_id=ingestion")["backfills"]) > before
+            created = len(server.backfills("ingestion")) > before
             if proc.returncode == 0 or created or "database is locked" not in output:
                 break
         assert proc.returncode == 0, output
         runs = server.wait_runs("ingestion", 3, timeout=600)
         assert [r["state"] for r in runs] == ["success"] * 3, server.tail()
+        # what Airflow itself says is finished: the backfill, not only its runs (a second backfill of
+        # the DAG is refused with AlreadyRunningBackfill until the scheduler has completed the first)
+        server.wait_backfill_complete(server.backfills("ingestion")[-1]["id"])
         return runs
 
     runs = backfill(3)
@@ -63,3 +66,4 @@ def test_backfill_parallel_equals_one_at_a_time(standalone_factory) -> None:  # 
     assert sequential == parallel
     # really rewritten (atomic replace), not skipped
     assert all(f.stat().st_mtime_ns != m for f, m in mtimes.items())
+    assert [b["completed_at"] is not None for b in server.backfills("ingestion")] == [True, True]

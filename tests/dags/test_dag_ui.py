@@ -1,10 +1,11 @@
 """The Airflow UI as a person uses it: headless Debian Chromium driven by Playwright (no browser download).
 
 Starts `airflow standalone` on a tiny project, logs in with the generated admin password, checks the
-dashboard shows no DAG import errors and the DAG list shows the four DAGs, then triggers ingestion for
-one date from the trigger form (start/end fields) and waits for the run to succeed in the UI.
-Marked `ui` (deselected by default): `make airflow-ui-test` or `pytest -m ui tests/dags`. Needs
-`apt-get install chromium` and the `playwright` Python package (its driver only; Chromium is Debian's).
+dashboard shows no DAG import errors and the DAG list shows every DAG of dags/ (the list the DagBag
+integrity test checks), opens the canary and monitoring DAGs' pages, then triggers ingestion for one date
+from the trigger form (start/end fields) and waits for the run to succeed in the UI. Screenshots are kept
+under test-artifacts/airflow-ui/. Marked `ui` (deselected by default): `make test-ui`. Needs Debian's
+chromium (`make test-ui` installs it) and the `playwright` Python package (its driver only).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import datetime as dt
 import re
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
 from pipelines import io
+from tests.conftest import REPO_ROOT
+from tests.dags.conftest import DAG_IDS
 
 pytestmark = [pytest.mark.ui, pytest.mark.e2e]
 
@@ -32,8 +34,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DAG_IDS = ("batch_inference", "features", "ingestion", "training")
 DAY = "2026-01-05"
+# kept after the run (the test's tmp_path is not): what a reviewer looks at
+SHOTS = REPO_ROOT / "test-artifacts" / "airflow-ui"
 
 
 def _chromium() -> str:
@@ -43,14 +46,15 @@ def _chromium() -> str:
     return path
 
 
-def test_ui_login_list_trigger(standalone_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_ui_login_list_trigger(standalone_factory) -> None:  # type: ignore[no-untyped-def]
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip package playwright not installed")
     chromium = _chromium()
     server, params = standalone_factory()
     for dag_id in DAG_IDS:
         server.wait_dag(dag_id)
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
+    shots = SHOTS
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
 
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
@@ -69,12 +73,21 @@ def test_ui_login_list_trigger(standalone_factory, tmp_path: Path) -> None:  # t
             assert "Import Error" not in page.inner_text("body")
             assert server.api("GET", "/api/v2/importErrors")["total_entries"] == 0
 
-            # the DAG list: all four DAGs with their tags
+            # the DAG list: every DAG of dags/
             page.goto(f"{server.url}/dags", wait_until="networkidle")
             page.get_by_text(f"{len(DAG_IDS)} Dags").wait_for()
             for dag_id in DAG_IDS:
                 page.get_by_role("link", name=dag_id, exact=True).first.wait_for()
             page.screenshot(path=shots / "dags.png")
+
+            # the canary and the monitoring DAGs' pages: their tasks and their asset schedules
+            for dag_id, task in (("canary_rollout", "canary"), ("monitoring", "retrain")):
+                page.goto(f"{server.url}/dags/{dag_id}", wait_until="networkidle")
+                page.get_by_text(dag_id).first.wait_for()
+                assert "Import Error" not in page.inner_text("body")
+                page.screenshot(path=shots / f"{dag_id}.png")
+                tasks = server.api("GET", f"/api/v2/dags/{dag_id}/tasks")["tasks"]
+                assert task in {t["task_id"] for t in tasks}, tasks
 
             # trigger ingestion for one date from the form (unpauses it on trigger, the form's default)
             page.goto(f"{server.url}/dags/ingestion", wait_until="networkidle")
