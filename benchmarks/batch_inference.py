@@ -215,9 +215,9 @@ def main() -> None:
     from pyspark.sql import functions as F
 
     from pipelines.batch_predict import score_spark
-    from pipelines.config import SparkParams
     from pipelines.engines.spark import get_spark
     from pipelines.model.release import decide
+    from pipelines.sections import SparkParams
 
     def one_process() -> int:
         table = pq.read_table(data)

@@ -45,8 +45,8 @@ def has_gpu() -> bool:
 def bench_xgboost_training(rows: int, trees: int, devices: list[str]) -> dict[str, float]:
     """Seconds to fit an XGBoost release on `rows` rows per device (train stage core, no early stop)."""
     from benchmarks.batch_inference import make_frame, shipped_spec
-    from pipelines.config import TrainParams, XGBoostParams
     from pipelines.model.training import fit_release
+    from pipelines.sections import TrainParams, XGBoostParams
 
     frame = make_frame(rows, seed=1)
     cut = int(rows * 0.85)
@@ -73,10 +73,10 @@ def bench_spark_inference(
 
     from benchmarks.batch_inference import KEEP, THRESHOLD, make_frame, train_release
     from pipelines.batch_predict import arrow_batch_size, score_spark
-    from pipelines.config import BatchPredictParams, SparkParams
     from pipelines.engines.spark import get_spark
     from pipelines.model.packaging import log_release
     from pipelines.model.request_features import input_columns
+    from pipelines.sections import BatchPredictParams, SparkParams
 
     frame = make_frame(rows, seed=2)
     data = work / "features.parquet"

@@ -19,8 +19,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from pipelines.config import MonitorParams
 from pipelines.monitoring.drift import drift_report
+from pipelines.sections import MonitorParams
 
 TARGET_RATIO = 2.3
 

@@ -4,7 +4,8 @@ The stages are the modules at this level (`python -m pipelines.<stage>`, `run(pa
 ingest, validate, features, feature_store, dataset, train, evaluate, register, champion_gate,
 batch_predict, monitor. They never import each other; what they share lives below them: the libraries
 (sources/, serving/, monitoring/), artifacts.py (what stages hand each other), model/ and engines/, and
-the foundations (config.py, contract.py, io.py, errors.py, stage_cli.py, declared.py). ops/ (the
+the foundations (config.py, sections.py, contract.py, io.py, errors.py, stage_cli.py,
+declared.py). ops/ (the
 `sluice` CLI, the canary) and summary.py sit above the stages. pyproject.toml's import-linter contracts
 check this order (`make lint`).
 """

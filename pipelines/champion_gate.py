@@ -32,8 +32,9 @@ from pipelines.model.behaviour import behavioural_checks, load_suite
 from pipelines.model.metrics import check_gates, evaluate
 
 if TYPE_CHECKING:
-    from pipelines.config import ChampionGateParams, Params
+    from pipelines.config import Params
     from pipelines.engines.registry import Registry
+    from pipelines.sections import ChampionGateParams
 
 log = logging.getLogger(__name__)
 

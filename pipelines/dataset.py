@@ -14,9 +14,10 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines import io
-from pipelines.config import DatasetParams, Params
+from pipelines.config import Params
 from pipelines.contract import ENTITY_KEY, EVENT_ID, FEATURE_COLUMNS, LABEL, SPLITS, TIMESTAMP
 from pipelines.errors import StageError
+from pipelines.sections import DatasetParams
 
 
 def split_by_time(frame: pd.DataFrame, cfg: DatasetParams) -> dict[str, pd.DataFrame]:

@@ -49,8 +49,8 @@ def project(tmp_path: Path) -> Params:
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
     """One local[1] SparkSession shared by every Spark test (start-up costs ~9 s)."""
-    from pipelines.config import SparkParams
     from pipelines.engines.spark import get_spark
+    from pipelines.sections import SparkParams
 
     session = get_spark(SparkParams(master="local[1]"), app_name="sluice-tests")
     yield session

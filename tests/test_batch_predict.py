@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import BatchPredictParams, Params, RegisterParams
+from pipelines.config import Params
 from pipelines.engines.registry import ReleaseTags, open_registry
 from pipelines.errors import StageError
 from pipelines.io import write_partition, write_table
 from pipelines.model.packaging import load_release
+from pipelines.sections import BatchPredictParams, RegisterParams
 from tests.conftest import make_project
 from tests.test_register import FEAST_COLUMNS, START, tiny_events, train_tiny_release
 

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from pipelines import contract, dataset, feature_store, features
-from pipelines.config import DatasetParams, Params
+from pipelines.config import Params
 from pipelines.errors import StageError
+from pipelines.sections import DatasetParams
 from tests.test_features import make_events, write_validated
 
 D = dt.date

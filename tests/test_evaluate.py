@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from pipelines import evaluate, train
-from pipelines.config import EvaluateParams, GateParams, Params
+from pipelines.config import Params
 from pipelines.errors import GateFailed, StageError
 from pipelines.model import metrics as model_metrics
+from pipelines.sections import EvaluateParams, GateParams
 from tests.conftest import make_project
 from tests.test_train import END, START, TINY, write_dataset
 

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, precision_score, recall_score
 
-from pipelines.config import MonitorParams
 from pipelines.errors import StageError
 from pipelines.monitoring.decision import decide_retrain, retrain_extra
 from pipelines.monitoring.drift import choose_methods, drift_report, drift_summary, quality_checks
 from pipelines.monitoring.inputs import features_asof
 from pipelines.monitoring.live import arrived_labels, join_labels, live_metrics
+from pipelines.sections import MonitorParams
 
 pytestmark = pytest.mark.unit
 

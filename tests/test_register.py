@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import Params, RegisterParams
+from pipelines.config import Params
 from pipelines.contract import CHALLENGER, CHAMPION
 from pipelines.contract import FEATURE_COLUMNS as FEAST_COLUMNS
 from pipelines.engines.registry import open_registry
 from pipelines.errors import GateFailed, StageError
+from pipelines.sections import RegisterParams
 from tests.conftest import REPO_ROOT, make_project
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.config import GuardrailParams, Params, RegisterParams
+from pipelines.config import Params
 from pipelines.contract import CHALLENGER, CHAMPION
 from pipelines.ops.guardrails import ArmStats, arm_stats, evaluate_step, psi
 from pipelines.ops.rollout import (
@@ -25,6 +25,7 @@ from pipelines.ops.rollout import (
     run_canary,
     start_canary,
 )
+from pipelines.sections import GuardrailParams, RegisterParams
 from tests.conftest import make_project
 
 G = GuardrailParams()  # seed defaults: 2% errors, 2x champion, p99 250 ms, PSI 0.25

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from pipelines.champion_gate import compare_with_champion, run_gate
-from pipelines.config import ChampionGateParams, Params
+from pipelines.config import Params
 from pipelines.errors import GateFailed, StageError
 from pipelines.model.behaviour import apply_case, behavioural_checks, load_suite, obvious_cases
+from pipelines.sections import ChampionGateParams
 from tests.conftest import REPO_ROOT, make_project
 
 CFG = ChampionGateParams()

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import DriftParams, SyntheticParams
 from pipelines.contract import CANONICAL_COLUMNS
 from pipelines.errors import StageError
+from pipelines.sections import DriftParams, SyntheticParams
 from pipelines.sources import load_events
 from pipelines.sources.log import canonicalize
 from pipelines.sources.synthetic import generate

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from pipelines import train
-from pipelines.config import Params, TrainParams
+from pipelines.config import Params
 from pipelines.errors import StageError
 from pipelines.model import training
+from pipelines.sections import TrainParams
 from tests.conftest import shipped_spec
 
 pytestmark = pytest.mark.integration

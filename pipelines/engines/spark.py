@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipelines.config import SparkParams
+from pipelines.sections import SparkParams
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

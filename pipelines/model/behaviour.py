@@ -20,7 +20,7 @@ from pipelines.contract import LABEL
 from pipelines.declared import load_declared
 
 if TYPE_CHECKING:
-    from pipelines.config import ChampionGateParams
+    from pipelines.sections import ChampionGateParams
 
 ScoreFn = Callable[[pd.DataFrame], np.ndarray]
 

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.config import MLPParams, TrainParams, XGBoostParams
 from pipelines.contract import LABEL
 from pipelines.errors import StageError
 from pipelines.model.release import Release, build_mlp, model_margin
 from pipelines.model.request_features import FeatureSpec
 from pipelines.model.transform import build_preprocessor
+from pipelines.sections import MLPParams, TrainParams, XGBoostParams
 
 
 def select_features(train: pd.DataFrame, spec: FeatureSpec) -> tuple[list[str], list[str]]:

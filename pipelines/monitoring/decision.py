@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipelines.config import MonitorParams
+    from pipelines.sections import MonitorParams
 
 STATE_FILE = "state.json"
 

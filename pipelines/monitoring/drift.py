@@ -17,7 +17,7 @@ from pipelines.errors import StageError
 from pipelines.monitoring import SCORE
 
 if TYPE_CHECKING:
-    from pipelines.config import MonitorParams
+    from pipelines.sections import MonitorParams
 
 P_VALUE_METHODS = frozenset(
     {"ks", "chisquare", "z", "anderson", "cramer_von_mises", "fisher_exact", "mannw", "t_test"}

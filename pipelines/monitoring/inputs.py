@@ -35,9 +35,10 @@ from pipelines.monitoring import ARM, SCORE
 from pipelines.monitoring.drift import sample
 
 if TYPE_CHECKING:
-    from pipelines.config import MonitorParams, Params
+    from pipelines.config import Params
     from pipelines.engines.registry import Registry, ReleaseTags
     from pipelines.model.release import Release
+    from pipelines.sections import MonitorParams
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import pandas as pd
 from pipelines.contract import CHALLENGER, CHAMPION, EVENT_ID, LABEL
 
 if TYPE_CHECKING:
-    from pipelines.config import GuardrailParams
+    from pipelines.sections import GuardrailParams
 
 Action = Literal["wait", "hold", "advance", "rollback"]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.config import SourceParams
 from pipelines.contract import CANONICAL_COLUMNS, COORD_COLUMNS, EVENT_ID, LABEL, REQUIRED_COLUMNS, TIMESTAMP
 from pipelines.errors import StageError
+from pipelines.sections import SourceParams
 
 NUMERIC_COLUMNS = ("amount", *COORD_COLUMNS)
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
-from pipelines.config import SyntheticParams
 from pipelines.contract import CANONICAL_COLUMNS, ENTITY_KEY, EVENT_ID, LABEL, TIMESTAMP
+from pipelines.sections import SyntheticParams
 from pipelines.sources.world import World, make_world
 
 ONLINE_CATEGORIES = ("shopping_net", "misc_net")

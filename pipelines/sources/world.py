@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.config import SyntheticParams
+from pipelines.sections import SyntheticParams
 
 # (category, share of merchants, log-offset of the typical amount); names follow the Kaggle dataset
 CATEGORIES: tuple[tuple[str, float, float], ...] = (

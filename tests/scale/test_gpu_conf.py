@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from pipelines.config import SparkGpuParams, SparkParams
 from pipelines.engines import spark as sp
+from pipelines.sections import SparkGpuParams, SparkParams
 from tests.conftest import make_project
 
 pytestmark = pytest.mark.unit
