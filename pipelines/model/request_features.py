@@ -118,13 +118,12 @@ class FeatureSpec(BaseModel):
         Numeric features are float64 arrays; categorical ones are the frame's own column (a Series, nulls
         as-is). Scoring uses this directly: assembling a DataFrame costs more than computing it.
         """
-        missing = [c for c in self.required if c not in frame.columns]
+        present = set(frame.columns)  # one set: this runs on every online batch
+        missing = [c for c in self.required if c not in present]
         if missing:
             raise ValueError(f"request_features: event frame lacks required column(s) {missing}")
         cols = _Columns(frame)
-        return {
-            f.name: OPS[f.op](cols, f) for f in self.features if all(c in frame.columns for c in f.inputs)
-        }
+        return {f.name: OPS[f.op](cols, f) for f in self.features if present.issuperset(f.inputs)}
 
     def frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The features as a DataFrame (same index as `frame`), categorical nulls as NaN."""
