@@ -192,6 +192,16 @@ class AirflowParams(Section):
     training_window_days: int = Field(60, gt=0)
 
 
+class InputLimits(Section):
+    """Bounds of scoring-request fields beyond their types: a request outside them is a 422 naming the
+    field, refused before it reaches a batch."""
+
+    max_amount: float = Field(10_000_000.0, gt=0)
+    # event timestamps are accepted from (now - max_age_days) to (now + max_future_s)
+    max_age_days: int = Field(3650, gt=0)
+    max_future_s: float = Field(300.0, ge=0)
+
+
 class ServeParams(Section):
     """Online serving (bentos/fraud_scorer, pipelines/serving.py); defaults from benchmarks/serving.py."""
 
@@ -228,6 +238,20 @@ class ServeParams(Section):
     log_enabled: bool = True
     log_rotate_bytes: int = Field(64 * 1024 * 1024, gt=0)
     log_flush_s: float = Field(1.0, gt=0)
+    # the public API (pipelines.api): field bounds, the names of decision 0 and 1 (/v1 `label`),
+    # browser origins allowed by CORS, admin keys (deploy / rollback), the OpenAPI document without a key
+    limits: InputLimits = Field(default_factory=InputLimits)
+    labels: tuple[str, str] = ("negative", "positive")
+    cors_origins: list[str] = Field(default_factory=list)
+    admin_key_env: str = "SLUICE_ADMIN_KEYS"
+    docs_public: bool = True
+    # /v1/batch_predict: input and output files must lie under one of these (relative to the project)
+    job_roots: list[str] = Field(default_factory=lambda: ["data"])
+    # where deploy continues the ramp: Airflow's API server (None = the registry tags only); the
+    # credentials come from these env vars
+    airflow_url: str | None = None
+    airflow_user_env: str = "SLUICE_AIRFLOW_USER"
+    airflow_password_env: str = "SLUICE_AIRFLOW_PASSWORD"
 
 
 class MonitorParams(Section):

@@ -355,3 +355,14 @@ def test_restarted_canary_resumes_at_registry_step_and_pause_freezes_ramp(params
     with pytest.raises(CanaryRolledBack, match="aborted"):
         run_canary(params, reg, stats_fn=healthy, sleep=clock.sleep, clock=clock)
     assert set(seen) == {50.0}  # paused: held at 50% while healthy, never advanced
+
+
+@pytest.mark.integration
+def test_resume_starts_at_first_step_at_or_above_the_registry_weight(params: Params) -> None:
+    from pipelines.ops.rollout import step_at_least
+
+    assert [step_at_least([5, 20, 50, 100], w) for w in (0.5, 5, 20, 30, 100)] == [0, 0, 1, 2, 3]
+    reg, name = _reg(params), params.register_.model_name
+    # a weight written outside the ramp (a deploy, by hand) with a stale step: never back to 5%
+    reg.set_rollout_state(name, challenger_weight=30.0, step=0, decision="running: v2 at 30% (by hand)")
+    assert start_canary(params, reg) == {"challenger": "2", "step": 2, "weight": 50.0}

@@ -178,5 +178,36 @@ def canary_abort(
     _canary_call(params, rollback_canary, f"aborted: {reason}")
 
 
+@app.command("deploy")
+def deploy_version(
+    version: Annotated[str, typer.Argument(help="model version to deploy as the challenger")],
+    weight: Annotated[float, typer.Option("--weight", help="challenger traffic, percent in (0, 100]")],
+    reason: Annotated[str, typer.Option("--reason", help="why (required with --force)")] = "",
+    force: Annotated[bool, typer.Option("--force", help="deploy without a passing champion gate")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """What `POST /v1/models/{name}/deploy` does: challenger at WEIGHT, then the canary DAG ramps it."""
+    from pipelines.ops.deploy import deploy
+
+    def call(p: Any, reg: Any) -> dict[str, Any]:
+        return deploy(p, p.register_.model_name, version, weight, reason, force=force, reg=reg)
+
+    _canary_call(params, call)
+
+
+@app.command("deployments")
+def deployments(
+    deployment_id: Annotated[str | None, typer.Argument(help="one deployment (default: all)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Deployments newest first (status, weight), or one with its guardrail readings, as JSON."""
+    from pipelines.ops.deploy import get_deployment, list_deployments
+
+    if deployment_id is None:
+        _canary_call(params, lambda p, reg: {"deployments": list_deployments(p, p.register_.model_name, reg)})
+    else:
+        _canary_call(params, get_deployment, deployment_id)
+
+
 def main() -> None:  # pragma: no cover - console entry
     sys.exit(app())

@@ -28,7 +28,7 @@ from pipelines.ops.guardrails import ArmStats, arm_stats, evaluate_step
 
 if TYPE_CHECKING:
     from pipelines.config import Params
-    from pipelines.engines.registry import Registry
+    from pipelines.engines.registry import Registry, RolloutState
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,11 @@ class CanaryRolledBack(StageError):
 
 
 # ---- pure core ------------------------------------------------------------------------------------
+
+
+def step_at_least(steps: list[float], weight: float) -> int:
+    """Index of the first step whose weight is >= `weight` (steps end at 100, so one always is)."""
+    return next((i for i, w in enumerate(steps) if w >= weight), len(steps) - 1)
 
 
 # ---- actions on the registry -----------------------------------------------------------------------
@@ -89,7 +94,9 @@ def start_canary(
     decision = state.decision or ""
     same = f" v{version} " in decision  # never resume another version's canary
     if decision.startswith((PAUSED, RUNNING)) and same and state.challenger_weight > 0:
-        step = state.step
+        # a weight set outside the ramp (a deploy at 30%) continues at the first step at or above it:
+        # resuming never lowers the challenger's traffic, nor restarts at step 0
+        step = min(max(state.step, step_at_least(steps, state.challenger_weight)), len(steps) - 1)
         if decision.startswith(PAUSED) and not unpause:
             return {"challenger": version, "step": step, "weight": steps[step], "paused": True}
         started = state.started_at or _now()
@@ -175,6 +182,23 @@ def live_stats(
     return arm_stats(frame, since=since, challenger_version=challenger_version)
 
 
+def _ensure_ours(reg: Registry, name: str, version: str, started_at: str | None) -> RolloutState:
+    """The rollout state, unless the canary was taken from this loop (raises CanaryRolledBack then).
+
+    Taken: alias `challenger` moved, a rollback (abort) was recorded, or `started_at` changed (a deploy
+    restarted the canary). Checked again right before each write, as the registry has no compare-and-set.
+    """
+    state = reg.get_rollout_state(name)
+    restarted = started_at is not None and state.started_at != started_at
+    if (
+        reg.alias_version(name, CHALLENGER) != version
+        or (state.decision or "").startswith(ROLLED_BACK)
+        or restarted
+    ):
+        raise CanaryRolledBack(f"canary of v{version} aborted outside the DAG: {state.decision}")
+    return state
+
+
 def _hold_step(
     params: Params,
     reg: Registry,
@@ -184,8 +208,13 @@ def _hold_step(
     sleep: Callable[[float], None],
     clock: Callable[[], float],
     who: str | None = None,
+    started_at: str | None = None,
 ) -> dict[str, Any]:
-    """Poll one step until it is held healthy for hold_s (its figures returned) or rolls back (raises)."""
+    """Poll one step until it is held healthy for hold_s (its figures returned) or rolls back (raises).
+
+    `started_at`: this canary's start in the registry; another value means a deploy restarted the
+    canary (same or another version) and this loop must stop without touching the state.
+    """
     name, cfg = params.register_.model_name, params.rollout
     weight = cfg.steps[step]
     # figures of this step only: requests served after its weight was written (+ serving's refresh lag)
@@ -195,9 +224,7 @@ def _hold_step(
     while True:
         sleep(cfg.poll_s)
         now = clock()
-        state = reg.get_rollout_state(name)
-        if reg.alias_version(name, CHALLENGER) != version or (state.decision or "").startswith(ROLLED_BACK):
-            raise CanaryRolledBack(f"canary of v{version} aborted outside the DAG: {state.decision}")
+        state = _ensure_ours(reg, name, version, started_at)
         paused = (state.decision or "").startswith(PAUSED)
         if not paused:
             held += now - last_poll
@@ -213,6 +240,7 @@ def _hold_step(
             why = f"not enough traffic after {cfg.max_wait_s:g} s ({decision.reason})"
         if why is not None:
             reason = f"step {step} ({weight:g}%): {why}"
+            _ensure_ours(reg, name, version, started_at)  # never roll back a deploy made meanwhile
             rollback_canary(params, reason, reg, who=who)
             raise CanaryRolledBack(f"canary of v{version} rolled back at {reason}")
         if decision.action == "advance" and not paused:
@@ -232,16 +260,22 @@ def run_canary(
     Each step: weight written, then every `poll_s` the live figures since the step began are judged by
     evaluate_step (wait / hold / advance / rollback). A step short of `min_requests` after `max_wait_s`
     rolls back. A pause from the CLI freezes the ramp (guardrails still apply); an abort stops the loop.
+    A running or paused canary of the challenger (a retried task, a deploy's weight) is resumed at the
+    first step whose weight is at least the registry's, never at step 0; a deploy that restarts the
+    canary meanwhile (new `started_at`) stops this loop.
     """
-    reg, _ = _open(params, reg)
+    reg, name = _open(params, reg)
     cfg = params.rollout
     started = start_canary(params, reg, who=who, unpause=False)
     version = started["challenger"]
+    started_at = reg.get_rollout_state(name).started_at
     figures = stats_fn or (lambda since, v: live_stats(params, since, v))
     steps_log: list[dict[str, Any]] = []
     for step in range(started["step"], len(cfg.steps)):
         if step != started["step"]:
+            _ensure_ours(reg, name, version, started_at)
             set_step(params, step, reg, who=who)
-        steps_log.append(_hold_step(params, reg, version, step, figures, sleep, clock, who))
+        steps_log.append(_hold_step(params, reg, version, step, figures, sleep, clock, who, started_at))
+    _ensure_ours(reg, name, version, started_at)
     promoted = promote_challenger(params, reg, who=who, why=f"canary passed {len(cfg.steps)} steps")
     return {**promoted, "steps": steps_log}
