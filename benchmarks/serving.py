@@ -15,6 +15,11 @@ throughput. All servers score the same champion with the same Feast lookup; conf
 - bento:          the service as shipped (adaptive batching, cache, prediction log, metrics)
 - *-mlp:          the last two with the PyTorch MLP release as champion
 
+The shipped service is also driven through its other scoring routes at the top client count, same
+server, same run: /v1/predict (seed 000's body) and /v2/models/{name}/infer (Open Inference Protocol
+tensors), between two /predict runs; their req/s over the mean of those is the API issue's ratio
+(target >= 0.9).
+
 Prints a table and the ratios the serving issue asks for; writes them as JSON (--out). --profile
 samples the batched server with py-spy during its 64-client run (py-spy from $PY_SPY or PATH) and prints
 where the time goes.
@@ -50,18 +55,40 @@ BENCH_SERVE: dict[str, Any] = {"rate_limit_per_s": 1e9, "rate_limit_burst": 1_00
 LUA = r"""
 local entities = {%(entities)s}
 local n = 0
-local fmt = '{"records":[{"entity_id":"%%s","amount":%%.2f,"timestamp":"2026-01-07T%%02d:%%02d:%%02dZ",' ..
-  '"merchant":"merchant_05","category":"shopping_net","latitude":36.46,"longitude":-99.43,' ..
-  '"merchant_latitude":36.9,"merchant_longitude":-98.7}]}'
+local fmt = '%(body)s'
 request = function()
   n = n + 1
   local e = entities[(n %% #entities) + 1]
   local amount = 5 + (n * 7919) %% 900 + (n %% 97) / 100
   local hh, mm, ss = math.floor(n / 3600) %% 24, math.floor(n / 60) %% 60, n %% 60
   local body = string.format(fmt, e, amount, hh, mm, ss)
-  return wrk.format("POST", "/predict", {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", "%(path)s", {["Content-Type"] = "application/json"}, body)
 end
 """
+# one event per request, the same fields through each scoring route (%%s entity, %%.2f amount, time)
+_EVENT = (
+    '"entity_id":"%%s","amount":%%.2f,"timestamp":"2026-01-07T%%02d:%%02d:%%02dZ","merchant":"merchant_05",'
+    '"category":"shopping_net","latitude":36.46,"longitude":-99.43,"merchant_latitude":36.9,'
+    '"merchant_longitude":-98.7'
+)
+_V2 = (
+    '{"inputs":['
+    '{"name":"entity_id","shape":[1],"datatype":"BYTES","data":["%%s"]},'
+    '{"name":"amount","shape":[1],"datatype":"FP64","data":[%%.2f]},'
+    '{"name":"timestamp","shape":[1],"datatype":"BYTES","data":["2026-01-07T%%02d:%%02d:%%02dZ"]},'
+    '{"name":"merchant","shape":[1],"datatype":"BYTES","data":["merchant_05"]},'
+    '{"name":"category","shape":[1],"datatype":"BYTES","data":["shopping_net"]},'
+    '{"name":"latitude","shape":[1],"datatype":"FP64","data":[36.46]},'
+    '{"name":"longitude","shape":[1],"datatype":"FP64","data":[-99.43]},'
+    '{"name":"merchant_latitude","shape":[1],"datatype":"FP64","data":[36.9]},'
+    '{"name":"merchant_longitude","shape":[1],"datatype":"FP64","data":[-98.7]}]}'
+)
+# route -> (path, body format, the endpoint label of sluice_batch_size)
+ROUTES: dict[str, tuple[str, str, str]] = {
+    "predict": ("/predict", '{"records":[{' + _EVENT + "}]}", "predict"),
+    "v1": ("/v1/predict", '{"model":"%(model)s","features":{' + _EVENT + "}}", "v1_predict"),
+    "v2": ("/v2/models/%(model)s/infer", _V2, "v2_infer"),
+}
 
 
 def _free_port() -> int:
@@ -181,12 +208,12 @@ def wrk(url: str, clients: int, duration: int, script: Path) -> dict[str, Any]:
     }
 
 
-def batch_hist(url: str) -> dict[str, float]:
-    """Cumulative sluice_batch_size buckets of /metrics (endpoint=predict)."""
+def batch_hist(url: str, endpoint: str = "predict") -> dict[str, float]:
+    """Cumulative sluice_batch_size buckets of /metrics (of one endpoint label)."""
     _, text = _get(f"{url}/metrics", 10)
     out: dict[str, float] = {}
     for line in text.splitlines():
-        m = re.match(r'sluice_batch_size_bucket\{endpoint="predict",le="([^"]+)"\} ([\d.e+]+)', line)
+        m = re.match(rf'sluice_batch_size_bucket\{{endpoint="{endpoint}",le="([^"]+)"\}} ([\d.e+]+)', line)
         if m:
             out[m.group(1)] = float(m.group(2))
     return out
@@ -299,6 +326,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--clients", default="1,16,64")
     ap.add_argument("--no-mlp", action="store_true", help="skip the PyTorch MLP runs")
+    ap.add_argument("--only-bento", action="store_true", help="only the shipped service (and its routes)")
     ap.add_argument("--mlp", help="with --project: the registered version of a PyTorch MLP release")
     ap.add_argument("--profile", action="store_true", help="py-spy the batched server at 64 clients")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "bench_serving.json")
@@ -323,13 +351,21 @@ def served_project(args: argparse.Namespace, tmp: Path) -> tuple[Path, str, str 
     return project, str(mv.version), (None if args.no_mlp else args.mlp)
 
 
-def wrk_script(project: Path, tmp: Path) -> Path:
-    """The wrk Lua script POSTing one record per request over 500 of the project's entities."""
+def wrk_script(project: Path, tmp: Path, route: str = "predict") -> Path:
+    """The wrk Lua script POSTing one event per request to `route` (ROUTES) over 500 of the project's
+    entities."""
     import pandas as pd
 
+    from pipelines.config import load_params
+
+    model = load_params(project / "params.yaml").register_.model_name
+    path, body, _ = ROUTES[route]
     entities = sorted(pd.read_parquet(project / "data" / "raw")["entity_id"].astype(str).unique())[:500]
-    script = tmp / "post.lua"
-    script.write_text(LUA % {"entities": ",".join(f'"{e}"' for e in entities)})
+    script = tmp / f"post-{route}.lua"
+    fill = {"model": model}
+    script.write_text(
+        LUA % {"entities": ",".join(f'"{e}"' for e in entities), "path": path % fill, "body": body % fill}
+    )
     return script
 
 
@@ -378,11 +414,17 @@ class Servers:
 
 
 def measure(
-    name: str, server: Server, clients: int, args: argparse.Namespace, script: Path, tmp: Path
+    name: str,
+    server: Server,
+    clients: int,
+    args: argparse.Namespace,
+    script: Path,
+    tmp: Path,
+    endpoint: str = "predict",
 ) -> dict[str, Any]:
     """One wrk run at `clients` against a ready server, with the service's own counters when a Bento."""
     is_bento = name.startswith("bento")
-    before = batch_hist(server.url) if is_bento else {}
+    before = batch_hist(server.url, endpoint) if is_bento else {}
     fb0 = counter_sum(server.url, "sluice_feature_fallbacks_total")
     hit0 = counter_sum(server.url, "sluice_cache_hits_total")
     prof = None
@@ -391,7 +433,7 @@ def measure(
     else:
         r = wrk(server.url, clients, args.duration, script)
     if is_bento:
-        r["batch_size_hist"] = hist_delta(before, batch_hist(server.url))
+        r["batch_size_hist"] = hist_delta(before, batch_hist(server.url, endpoint))
         # answers without fresh features (lookups over serve.feature_timeout_ms), cache hits
         r["feature_fallbacks"] = int(counter_sum(server.url, "sluice_feature_fallbacks_total") - fb0)
         r["cache_hits"] = int(counter_sum(server.url, "sluice_cache_hits_total") - hit0)
@@ -422,6 +464,21 @@ def _profiled_wrk(
     return r, holder.get("top")
 
 
+def measure_routes(
+    server: Server, project: Path, args: argparse.Namespace, tmp: Path
+) -> dict[str, list[dict[str, Any]]]:
+    """/v1/predict and /v2 infer at the top client count, between two /predict runs (same server)."""
+    top = max(_clients(args))
+    runs: dict[str, list[dict[str, Any]]] = {"bento-predict-again": []}
+    for route in ("v1", "v2"):
+        script = wrk_script(project, tmp, route)
+        wrk(server.url, 8, 3, script)  # warm-up of the route
+        runs[f"bento-{route}"] = [measure(f"bento-{route}", server, top, args, script, tmp, ROUTES[route][2])]
+    again = measure("bento-predict-again", server, top, args, wrk_script(project, tmp), tmp)
+    runs["bento-predict-again"].append(again)
+    return runs
+
+
 def ratios(results: dict[str, Any], top: int, mlp: str | None) -> dict[str, float]:
     """The ratios the serving issue asks for, at `top` clients."""
 
@@ -432,12 +489,24 @@ def ratios(results: dict[str, Any], top: int, mlp: str | None) -> dict[str, floa
         f"bento/bento-nobatch@{top} (xgboost, target >= 1.5)": rps("bento") / rps("bento-nobatch"),
         f"bento/fastapi@{top} (xgboost, target >= 1.0)": rps("bento") / rps("fastapi"),
     }
+    out.update(route_ratios(results, top))
     if mlp:
         out[f"bento-mlp/bento-nobatch-mlp@{top} (mlp cpu, target >= 1.4)"] = rps("bento-mlp") / rps(
             "bento-nobatch-mlp"
         )
         out[f"bento-mlp/fastapi-mlp@{top} (mlp cpu)"] = rps("bento-mlp") / rps("fastapi-mlp")
     return {k: round(v, 2) for k, v in out.items()}
+
+
+def route_ratios(results: dict[str, Any], top: int) -> dict[str, float]:
+    """Only the routes' ratios (--only-bento)."""
+    runs = results["runs"]
+    rps = {k: next(r["ok_rps"] for r in v if r["clients"] == top) for k, v in runs.items()}
+    predict = (rps["bento"] + rps["bento-predict-again"]) / 2
+    return {
+        f"/v1/predict / /predict @{top} (target >= 0.9)": round(rps["bento-v1"] / predict, 2),
+        f"/v2/models/{{name}}/infer / /predict @{top} (target >= 0.9)": round(rps["bento-v2"] / predict, 2),
+    }
 
 
 def _clients(args: argparse.Namespace) -> list[int]:
@@ -469,13 +538,20 @@ def main(argv: list[str] | None = None) -> int:
     script = wrk_script(project, tmp)
 
     results: dict[str, Any] = {"runs": {}, "duration_s": args.duration, "machine_cores": os.cpu_count()}
-    for name, make, version in Servers(project, tmp).plan(champion, mlp):
+    plan = Servers(project, tmp).plan(champion, mlp)
+    if args.only_bento:
+        plan = [p for p in plan if p[0] == "bento"]
+    for name, make, version in plan:
         set_champion(project, version)
         with make() as server:
             wrk(f"{server.url}", 8, 3, script)  # warm-up: first batches, JIT-ish allocations
             results["runs"][name] = [measure(name, server, c, args, script, tmp) for c in clients]
+            if name == "bento":
+                results["runs"].update(measure_routes(server, project, args, tmp))
     set_champion(project, champion)
-    results["ratios"] = ratios(results, max(clients), mlp)
+    results["ratios"] = (
+        route_ratios(results, max(clients)) if args.only_bento else ratios(results, max(clients), mlp)
+    )
     _report(results, args)
     return 0
 

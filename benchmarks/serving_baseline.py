@@ -52,7 +52,7 @@ def readyz() -> dict[str, bool]:
 def predict(body: Body) -> list[dict[str, Any]]:
     records = body.records
     now = dt.datetime.now(dt.UTC)
-    feats = READER([r.entity_id for r in records])
+    feats = READER([r.entity_id for r in records]).values
     scores = RELEASE.score(request_frame(records, feats, FEATURE_COLUMNS, now))
     return [
         {

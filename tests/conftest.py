@@ -17,6 +17,9 @@ from benchmarks.world import TINY_PARAMS, lay_out_project
 from pipelines.config import Params
 from pipelines.model.request_features import FeatureSpec, load_spec
 
+# the served world and the in-process service (fixtures `world`, `client`)
+pytest_plugins = ["tests.service_fixtures"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # the PostgreSQL server the "production" configurations are tested against (trust auth here)
 PG_SERVER = os.environ.get("SLUICE_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -38,6 +41,7 @@ def make_project(root: Path, overrides: dict[str, Any] | None = None) -> Params:
 def _no_global_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI; never let one test's URI reach the next."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
 
 
 @pytest.fixture

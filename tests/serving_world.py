@@ -63,6 +63,7 @@ def bentoml_served(
         **(extra_env or {}),
     }
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
     cmd = [sys.executable, "-m", "bentoml", "serve", "service:FraudScorer", "--working-dir", str(SERVICE_DIR)]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     log_path = workdir / "serve.log"

@@ -35,6 +35,7 @@ STAGES = [
 def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_REGISTRY_URI", None)
     return subprocess.run(
         [str(Path(sys.executable).parent / "dvc"), *args],
         cwd=root,
@@ -72,7 +73,9 @@ def test_repro_produces_registered_champion_and_predictions(repro_project: tuple
 
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    # both URIs: MLflow's process-global registry URI may point at another test's store
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     champion = client.get_model_version_by_alias(registry["name"], "champion")
     assert str(champion.version) == str(registry["version"])
 

@@ -45,18 +45,21 @@ def test_ttl_comes_from_params(store_project) -> None:
 
 
 def test_online_features_hold_state_after_last_event(store_project) -> None:
-    """The reader serving uses (OnlineFeatureReader): one row per asked entity, in order, NaN if unknown."""
+    """The reader serving uses (OnlineFeatureReader): one row per asked entity, in order, NaN if unknown,
+    and which entities the store holds at all."""
     params, _ = store_project
     rows = _feature_rows(params)
     last = rows.sort_values("event_timestamp").groupby("entity_id").tail(1).set_index("entity_id")
     read = feast_store.OnlineFeatureReader(params)
-    online = read(["e2", "nobody", "e0"])
+    answer = read(["e2", "nobody", "e0"])
+    assert answer.found.tolist() == [True, False, True]
+    online = answer.values
     assert online.shape == (3, len(contract.FEATURE_COLUMNS)) and online.dtype == np.float64
     for i, entity in ((0, "e2"), (2, "e0")):
         expected = last.loc[entity, contract.FEATURE_COLUMNS].astype("float64").to_numpy()
         np.testing.assert_allclose(online[i], expected)
     assert np.isnan(online[1]).all()
-    np.testing.assert_array_equal(read(["e0"])[0], online[2])  # the reader's one store, asked again
+    np.testing.assert_array_equal(read(["e0"]).values[0], online[2])  # the reader's one store, asked again
 
 
 def test_historical_features_point_in_time_same_rows_and_order(store_project) -> None:

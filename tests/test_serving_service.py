@@ -3,7 +3,7 @@
 Covers: start-up from the registry by alias, /readyz, POST /predict (batched) and /predict_batch,
 auth 401, rate limit 429, size 413, bad input 422 naming the field, cache never crossing release
 versions, sticky routing after a weight change, /health/dependencies, /metrics, the prediction log,
-the file job, a real online-store outage (private redis-server stopped mid-test) served with flagged
+a real online-store outage (private redis-server stopped mid-test) served with flagged
 fallback features and never a 5xx, online == Spark batch scores for 200 sampled events, and `make bento`
 (build.py) packaging the champion.
 """
@@ -11,12 +11,9 @@ fallback features and never a 5xx, online == Spark batch scores for 200 sampled 
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,73 +23,10 @@ import pytest
 
 from pipelines.serving import route
 from tests.conftest import REPO_ROOT
-from tests.serving_world import API_KEY, CUT, END, MODEL, RATE_KEY, World, bentoml_served, build_world
+from tests.service_fixtures import AUTH, EXAMPLE, body, engine, record
+from tests.serving_world import API_KEY, CUT, END, MODEL, RATE_KEY, World
 
 pytestmark = pytest.mark.integration
-
-SERVICE_FILE = REPO_ROOT / "bentos" / "fraud_scorer" / "service.py"
-EXAMPLE = json.loads((REPO_ROOT / "bentos" / "fraud_scorer" / "example_request.json").read_text())
-
-
-def _body(*records: dict[str, Any]) -> dict[str, Any]:
-    """The request body of /predict and /predict_batch."""
-    return {"records": list(records)}
-
-
-AUTH = {"X-API-Key": API_KEY}
-
-
-def load_service_module(params_path: Path) -> Any:
-    """Import bentos/fraud_scorer/service.py fresh (its decorator arguments come from SLUICE_PARAMS)."""
-    name = f"fraud_scorer_service_{uuid.uuid4().hex[:8]}"
-    spec = importlib.util.spec_from_file_location(name, SERVICE_FILE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def world(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> World:
-    return build_world(tmp_path_factory.mktemp("serving_world"))
-
-
-@pytest.fixture(scope="module")
-def client(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from starlette.testclient import TestClient
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SLUICE_PARAMS", str(world.params_path))
-    mp.setenv("SLUICE_API_KEYS", f"{API_KEY},{RATE_KEY}")
-    mp.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp("bentoml_home")))
-    module = load_service_module(world.params_path)
-    # `bentoml serve` creates the task result table before starting workers; in-process we do it
-    from _bentoml_impl.tasks import Sqlite3Store
-    from bentoml._internal.container import BentoMLContainer
-
-    result_file = Path(BentoMLContainer.result_store_file.get())
-    result_file.parent.mkdir(parents=True, exist_ok=True)
-    Sqlite3Store.init_db(str(result_file))
-    # `bentoml serve` runs workers in Prometheus multiprocess mode (a metrics dir set before any import);
-    # in-process there is no such dir, so /metrics reads the process's default registry instead
-    from bentoml._internal.server.metrics.prometheus import PrometheusClient
-
-    BentoMLContainer.metrics_client.set(PrometheusClient(multiproc=False))
-    app = module.FraudScorer.to_asgi()
-    with TestClient(app, raise_server_exceptions=False) as c:
-        c.service_module = module  # type: ignore[attr-defined]
-        yield c
-    mp.undo()
-
-
-def engine(client: Any) -> Any:
-    return client.service_module._engine
-
-
-def record(entity: str = "card_1", amount: float = 42.0, **kw: Any) -> dict[str, Any]:
-    return {"entity_id": entity, "amount": amount, "timestamp": "2026-01-07T12:00:00Z", **kw}
-
 
 # ---- happy path ---------------------------------------------------------------------------------------
 
@@ -100,7 +34,9 @@ def record(entity: str = "card_1", amount: float = 42.0, **kw: Any) -> dict[str,
 def test_ready_and_predict_example_request(client: Any, world: World) -> None:
     assert client.get("/readyz").status_code == 200
     assert client.get("/livez").status_code == 200
-    resp = client.post("/predict", json=EXAMPLE, headers=AUTH)
+    # the example's card is one of the shipped project's; here, one the world's online store holds
+    example = {"records": [{**EXAMPLE["records"][0], "entity_id": str(world.events["entity_id"].iloc[0])}]}
+    resp = client.post("/predict", json=example, headers=AUTH)
     assert resp.status_code == 200, resp.text
     [out] = resp.json()
     for key in (
@@ -129,7 +65,7 @@ def test_concurrent_requests_are_batched(client: Any) -> None:
     with ThreadPoolExecutor(16) as pool:
         resps = list(
             pool.map(
-                lambda i: client.post("/predict", json=_body(record(f"card_{i}", 10.0 + i)), headers=AUTH),
+                lambda i: client.post("/predict", json=body(record(f"card_{i}", 10.0 + i)), headers=AUTH),
                 range(32),
             )
         )
@@ -139,10 +75,10 @@ def test_concurrent_requests_are_batched(client: Any) -> None:
 
 def test_predict_batch_and_its_limit(client: Any) -> None:
     recs = [record(f"card_{i}", 5.0 * i + 1) for i in range(50)]
-    resp = client.post("/predict_batch", json=_body(*recs), headers=AUTH)
+    resp = client.post("/predict_batch", json=body(*recs), headers=AUTH)
     assert resp.status_code == 200 and len(resp.json()) == 50
     too_many = [record("card_1")] * 301  # serve.max_records = 300 in the world
-    assert client.post("/predict_batch", json=_body(*too_many), headers=AUTH).status_code == 422
+    assert client.post("/predict_batch", json=body(*too_many), headers=AUTH).status_code == 422
 
 
 # ---- security --------------------------------------------------------------------------------------
@@ -160,11 +96,11 @@ def test_auth_401_but_health_and_metrics_open(client: Any) -> None:
 
 
 def test_bad_input_422_names_the_field(client: Any) -> None:
-    resp = client.post("/predict", json=_body(record(amount="lots")), headers=AUTH)
+    resp = client.post("/predict", json=body(record(amount="lots")), headers=AUTH)
     assert resp.status_code == 422 and "amount" in resp.text
-    resp = client.post("/predict", json=_body({"amount": 3.0}), headers=AUTH)
+    resp = client.post("/predict", json=body({"amount": 3.0}), headers=AUTH)
     assert resp.status_code == 422 and "entity_id" in resp.text
-    resp = client.post("/predict", json=_body(record(latitude=123.0)), headers=AUTH)
+    resp = client.post("/predict", json=body(record(latitude=123.0)), headers=AUTH)
     assert resp.status_code == 422 and "latitude" in resp.text
     resp = client.post("/predict", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"})
     assert resp.status_code == 422
@@ -172,7 +108,7 @@ def test_bad_input_422_names_the_field(client: Any) -> None:
 
 def test_size_limit_413(client: Any) -> None:
     big = [record(f"card_{i}", merchant="m" * 200) for i in range(1000)]  # > 200 kB
-    assert client.post("/predict_batch", json=_body(*big), headers=AUTH).status_code == 413
+    assert client.post("/predict_batch", json=body(*big), headers=AUTH).status_code == 413
 
 
 def _guard(app: Any) -> Any:
@@ -209,23 +145,23 @@ def test_cache_never_crosses_release_versions(client: Any, world: World) -> None
     from pipelines.engines.registry import open_registry
 
     registry = open_registry(world.params)
-    req = [record("card_7", 77.7)]
-    first = client.post("/predict", json=_body(*req), headers=AUTH).json()[0]
-    second = client.post("/predict", json=_body(*req), headers=AUTH).json()[0]
+    req = [record(str(world.events["entity_id"].iloc[1]), 77.7)]  # known to the store: cacheable
+    first = client.post("/predict", json=body(*req), headers=AUTH).json()[0]
+    second = client.post("/predict", json=body(*req), headers=AUTH).json()[0]
     assert (
         second["cached"] and second["score"] == first["score"] and second["model_version"] == world.champion
     )
     try:
         registry.move_alias(MODEL, "champion", world.challenger, who="tests", why="cache test")
         engine(client).refresh()
-        moved = client.post("/predict", json=_body(*req), headers=AUTH).json()[0]
+        moved = client.post("/predict", json=body(*req), headers=AUTH).json()[0]
         assert moved["model_version"] == world.challenger and not moved["cached"]
         assert moved["score"] != first["score"]
     finally:
         registry.move_alias(MODEL, "champion", world.champion, who="tests", why="cache test done")
         registry.move_alias(MODEL, "challenger", world.challenger, who="tests", why="cache test done")
         engine(client).refresh()
-    back = client.post("/predict", json=_body(*req), headers=AUTH).json()[0]
+    back = client.post("/predict", json=body(*req), headers=AUTH).json()[0]
     assert back["model_version"] == world.champion
 
 
@@ -238,8 +174,8 @@ def test_routing_follows_registry_weight_and_sticks(client: Any, world: World) -
     try:
         registry.set_rollout_state(MODEL, challenger_weight=50, who="tests")
         engine(client).refresh()
-        a = client.post("/predict_batch", json=_body(*recs), headers=AUTH).json()
-        b = client.post("/predict_batch", json=_body(*recs), headers=AUTH).json()
+        a = client.post("/predict_batch", json=body(*recs), headers=AUTH).json()
+        b = client.post("/predict_batch", json=body(*recs), headers=AUTH).json()
     finally:
         registry.set_rollout_state(MODEL, challenger_weight=0, who="tests")
         engine(client).refresh()
@@ -279,46 +215,15 @@ def test_health_dependencies_metrics_and_prediction_log(client: Any, world: Worl
     assert API_KEY not in json.dumps(log.astype(str).to_dict())
 
 
-def test_job_endpoint_scores_a_file(client: Any, world: World) -> None:
-    src = world.params.paths.data / "job_input.parquet"
-    world.events.head(40).drop(columns=["label"]).to_parquet(src)
-    out = world.params.paths.data / "job_output.parquet"
-    resp = client.post(
-        "/score_file/submit", json={"input_path": str(src), "output_path": str(out)}, headers=AUTH
-    )
-    assert resp.status_code == 200, resp.text
-    task_id = resp.json()["task_id"]
-    deadline = time.monotonic() + 60
-    status = None
-    while time.monotonic() < deadline:
-        status = client.get("/score_file/status", params={"task_id": task_id}, headers=AUTH).json()["status"]
-        if status in ("completed", "failed", "canceled"):
-            break
-        time.sleep(0.2)
-    assert status == "completed", status
-    result = client.get("/score_file/get", params={"task_id": task_id}, headers=AUTH).json()
-    assert result["rows"] == 40
-    scored = pd.read_parquet(out)
-    assert list(scored["event_id"]) == list(world.events.head(40)["event_id"])
-    # paths outside the project are refused
-    bad = client.post("/score_file/submit", json={"input_path": "/etc/passwd"}, headers=AUTH).json()[
-        "task_id"
-    ]
-    time.sleep(0.5)
-    assert (
-        client.get("/score_file/status", params={"task_id": bad}, headers=AUTH).json()["status"]
-        != "completed"
-    )
-
-
 # ---- resilience --------------------------------------------------------------------------------------
 
 
 def test_online_store_outage_is_served_flagged_never_5xx(client: Any, world: World) -> None:
     if world.redis is None:
         pytest.skip("redis-server not available: the outage is covered by the unit tests' fake store")
-    known = record("card_3", 1012.0)  # amounts no other test sends: nothing cached
-    fresh = client.post("/predict", json=_body(known), headers=AUTH).json()[0]
+    card = str(world.events["entity_id"].iloc[0])  # an entity the online store holds
+    known = record(card, 1012.0)  # amounts no other test sends: nothing cached
+    fresh = client.post("/predict", json=body(known), headers=AUTH).json()[0]
     assert fresh["feature_source"] == "online"
     world.redis.stop()  # the online store dies mid-test
     try:
@@ -326,13 +231,13 @@ def test_online_store_outage_is_served_flagged_never_5xx(client: Any, world: Wor
         for i in range(6):
             r = client.post(
                 "/predict",
-                json=_body(record("card_3", 1013.0 + i), record(f"stranger_{i}", 5.0)),
+                json=body(record(card, 1013.0 + i), record(f"stranger_{i}", 5.0)),
                 headers=AUTH,
             )
             statuses.append(r.status_code)
             outs.extend(r.json() if r.status_code == 200 else [])
         assert statuses == [200] * 6
-        assert {o["feature_source"] for o in outs if o["entity_id"] == "card_3"} == {"last_known"}
+        assert {o["feature_source"] for o in outs if o["entity_id"] == card} == {"last_known"}
         assert {o["feature_source"] for o in outs if o["entity_id"].startswith("stranger")} == {"default"}
         assert not any(o["features_fresh"] for o in outs)
         health = client.get("/health/dependencies")
@@ -345,7 +250,7 @@ def test_online_store_outage_is_served_flagged_never_5xx(client: Any, world: Wor
     time.sleep(1.2)  # breaker_reset_s = 1: the next call is the half-open trial
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        back = client.post("/predict", json=_body(record("card_3", 99.0)), headers=AUTH).json()[0]
+        back = client.post("/predict", json=body(record(card, 99.0)), headers=AUTH).json()[0]
         if back["feature_source"] == "online":
             break
         time.sleep(0.5)
@@ -383,7 +288,7 @@ def test_online_scores_equal_spark_batch_scores(client: Any, world: World, spark
                 "event_id": row.event_id,
             }
         )
-    resp = client.post("/predict_batch", json=_body(*recs), headers=AUTH)
+    resp = client.post("/predict_batch", json=body(*recs), headers=AUTH)
     assert resp.status_code == 200, resp.text
     online = pd.DataFrame(resp.json()).set_index("event_id")
     assert (online["arm"] == "champion").all() and online["features_fresh"].all()
@@ -394,23 +299,7 @@ def test_online_scores_equal_spark_batch_scores(client: Any, world: World, spark
     assert dt.date.fromisoformat(str(CUT)) < END
 
 
-# ---- a real server -----------------------------------------------------------------------------------
-
-
-def test_bentoml_serve_subprocess_with_sync_client(world: World, tmp_path: Path) -> None:
-    """`bentoml serve` as a subprocess (what `make serve` runs), called with bentoml.SyncHTTPClient."""
-    import bentoml
-    import httpx
-
-    with bentoml_served(world, tmp_path) as url:
-        with bentoml.SyncHTTPClient(url, token=API_KEY, server_ready_timeout=30) as client:
-            [out] = client.predict(records=EXAMPLE["records"])
-            assert out["model_version"] == world.champion and out["arm"] == "champion"
-            many = client.predict_batch(records=[record(f"card_{i}", 30.0 + i) for i in range(10)])
-            assert len(many) == 10 and all(0 <= o["score"] <= 1 for o in many)
-        assert httpx.post(f"{url}/predict", json=EXAMPLE, timeout=10).status_code == 401
-        assert "sluice_predictions_total" in httpx.get(f"{url}/metrics", timeout=10).text
-        assert httpx.get(f"{url}/health/dependencies", timeout=10).json()["ready"]
+# ---- packaging ---------------------------------------------------------------------------------------
 
 
 def test_make_bento_builds_around_the_champion(world: World, tmp_path: Path) -> None:

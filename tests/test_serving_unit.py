@@ -357,13 +357,21 @@ def test_request_validation_names_the_field() -> None:
 
 
 def _asgi_call(
-    app: Any, path: str, headers: dict[str, str] | None = None, body: bytes = b"{}"
-) -> tuple[int, bytes]:
+    app: Any,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"{}",
+    method: str = "POST",
+    content_type: str | None = "application/json",
+) -> tuple[int, bytes, dict[bytes, bytes]]:
+    """(status, body, headers) of one request through `app`."""
     sent: list[dict[str, Any]] = []
     hdrs = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     if "content-length" not in (headers or {}):
         hdrs.append((b"content-length", str(len(body)).encode()))
-    scope = {"type": "http", "path": path, "method": "POST", "headers": hdrs, "client": ("1.2.3.4", 1)}
+    if content_type is not None:
+        hdrs.append((b"content-type", content_type.encode()))
+    scope = {"type": "http", "path": path, "method": method, "headers": hdrs, "client": ("1.2.3.4", 1)}
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
@@ -372,34 +380,56 @@ def _asgi_call(
         sent.append(msg)
 
     asyncio.run(app(scope, receive, send))
-    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]), dict(sent[0]["headers"])
 
 
-async def _echo_400_app(scope: Any, receive: Any, send: Any) -> None:
-    await send({"type": "http.response.start", "status": 400, "headers": []})
-    await send({"type": "http.response.body", "body": b'{"detail":[{"loc":["amount"]}]}'})
+async def _state_app(scope: Any, receive: Any, send: Any) -> None:
+    """Answers 200 with what the guard put in the scope's state."""
+    state = scope.get("state", {})
+    body = json.dumps({k: v for k, v in state.items() if k.startswith("sluice.")}).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
 
 
-def test_guard_auth_rate_size_and_422(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_guard_auth_rate_size_content_type(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_KEYS", "k1, k2")
+    monkeypatch.setenv("TEST_ADMIN", "adm")
     guard = GuardMiddleware(
-        _echo_400_app,
+        _state_app,
         api_key_env="TEST_KEYS",
+        admin_key_env="TEST_ADMIN",
         rate_limit_per_s=1,
         rate_limit_burst=2,
         max_request_bytes=100,
-        api_paths=("/predict",),
     )
     assert _asgi_call(guard, "/predict")[0] == 401
     assert _asgi_call(guard, "/predict", {"x-api-key": "nope"})[0] == 401
-    status, body = _asgi_call(guard, "/predict", {"x-api-key": "k1"})
-    assert status == 422 and b"amount" in body
-    assert _asgi_call(guard, "/predict", {"authorization": "Bearer k1"})[0] == 422
+    status, body, _ = _asgi_call(guard, "/predict", {"x-api-key": "k1"})
+    state = json.loads(body)
+    assert status == 200 and state["sluice.admin"] is False and "k1" not in body.decode()
+    assert _asgi_call(guard, "/predict", {"authorization": "Bearer k1"})[0] == 200
     assert _asgi_call(guard, "/predict", {"x-api-key": "k1"})[0] == 429  # burst of 2 spent
-    assert _asgi_call(guard, "/predict", {"x-api-key": "k2"})[0] == 422  # per key
+    guard.rate = guard.burst = 1e6  # the rest is about content, not rate
+    guard._buckets.clear()
+    assert json.loads(_asgi_call(guard, "/x", {"x-api-key": "adm"})[1])["sluice.admin"] is True
     assert _asgi_call(guard, "/predict", {"x-api-key": "k2"}, body=b"x" * 101)[0] == 413
-    assert _asgi_call(guard, "/metrics")[0] == 400  # open routes untouched (no key, no 422 rewrite)
-    assert _asgi_call(guard, "/health/dependencies")[0] == 400
+    assert _asgi_call(guard, "/predict", {"x-api-key": "k2"}, content_type="text/plain")[0] == 415
+    assert _asgi_call(guard, "/predict", {"x-api-key": "k2"}, content_type=None)[0] == 415
+    # the Open Inference Protocol's client sends no type; a bodiless POST and other methods need none
+    assert _asgi_call(guard, "/v2/models/m/infer", {"x-api-key": "k2"}, content_type=None)[0] == 200
+    assert _asgi_call(guard, "/v1/x/cancel", {"x-api-key": "adm"}, body=b"", content_type=None)[0] == 200
+    assert _asgi_call(guard, "/v1/models", {"x-api-key": "adm"}, method="PUT", content_type=None)[0] == 200
+    assert _asgi_call(guard, "/metrics", content_type=None)[0] == 200  # open routes: no key, no checks
+    assert _asgi_call(guard, "/docs.json", content_type=None)[0] == 200
+
+
+def test_guard_request_ids_and_open_auth() -> None:
+    guard = GuardMiddleware(_state_app)  # no keys: a local service, every caller admin
+    status, body, headers = _asgi_call(guard, "/predict", {"x-request-id": "abc-123"})
+    assert status == 200 and headers[b"x-request-id"] == b"abc-123"
+    assert json.loads(body) == {"sluice.request_id": "abc-123", "sluice.admin": True}
+    generated = _asgi_call(guard, "/predict", {"x-request-id": "not valid!"})[2][b"x-request-id"]
+    assert len(generated) == 32 and generated != b"not valid!"
 
 
 def _registry() -> Any:

@@ -1,69 +1,56 @@
-"""fraud_scorer: the BentoML service. Thin: every decision lives in pipelines.serving (ServingEngine).
+"""fraud_scorer: the BentoML service. A shell: the routes are pipelines.api (FastAPI), the scoring is
+pipelines.serving (ServingEngine); BentoML runs the workers, batches, probes and exports metrics.
 
 Start-up loads the `champion` release (and the `challenger`, when set) from the MLflow registry by alias;
 aliases and the challenger weight are re-read every serve.refresh_s without a restart. Params come from
-$SLUICE_PARAMS (default: the project's params.yaml), read once at import because the batching knobs are
-decorator arguments.
+$SLUICE_PARAMS (default: the project's params.yaml), read once at import because the service's
+decorator arguments come from them.
 
-Routes: POST /predict (adaptive batching; body = {"records": [...]}, usually one), POST /predict_batch
-(up to serve.max_records records in one call), POST /score_file/submit + GET /score_file/status|get (a
-BentoML task over a Parquet/CSV file), GET /health/dependencies; /livez, /readyz (true once a release is
-loaded) and /metrics are BentoML's.
+Adaptive batching: /predict, /v1/predict and /v2/.../infer put each request's records on ONE BentoML
+CorkDispatcher (serve.max_batch_size requests, serve.max_latency_ms), whose batch function is
+`ServingEngine.score_calls`: an error while scoring a batch is answered per request, so it never fails
+the other requests in it. Routes: see the OpenAPI document at /docs.json (Swagger UI at /, /docs).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import uuid
+import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import cast
 
 import bentoml
-from bentoml.exceptions import ServiceUnavailable
-from bentoml.validators import ContentType
-from pydantic import Field
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from bentoml._internal.marshal.dispatcher import CorkDispatcher
 
+from pipelines.api import Runtime, Score, build_app
+from pipelines.api.runtime import Overloaded
 from pipelines.serving import (
     CHAMPION,
     GuardMiddleware,
     LoadedRelease,
-    NotReady,
     PredictionLogWriter,
-    ScoreRequest,
     ScoreResponse,
     ServingEngine,
     get_metrics,
     serving_params,
 )
+from pipelines.serving.engine import ScoreCall
 
-# BentoML 1.4.39 reads `model_fields` on each request's input model instance; pydantic >= 2.11 then
-# formats a deprecation warning to stderr on EVERY request (the registry of shown warnings is reset by
-# other libraries): ~1% CPU and ~150 kB/s of logs under load. Silenced for that one message only.
+# pydantic >= 2.11 formats a deprecation warning when BentoML reads `model_fields` on an instance
 warnings.filterwarnings("ignore", message=r"Accessing the 'model_fields' attribute on the instance")
 
 PARAMS = serving_params()
 CFG = PARAMS.serve
 # a GPU is requested where there is one (a PyTorch MLP release then runs on CUDA); CPU otherwise
 HAS_GPU = os.path.exists("/dev/nvidiactl")
-API_PATHS = ("/predict", "/predict_batch", "/score_file", "/score_file/submit")
 # written by `make bento`: the BentoML model (the champion at build time) served if the registry is down
 BUNDLED = Path(__file__).with_name("bundled_release.json")
 
-# BentoML 1.4.39 rebuilds a JSON schema on every request for a root (positional-only) input and on every
-# response for a root output without a declared media type: together a third of the server's CPU under
-# load (py-spy, benchmarks/serving.py --profile). Hence a named input (body {"records": [...]}) and an
-# explicit content type on the output.
-Records = Annotated[list[ScoreRequest], Field(min_length=1, max_length=CFG.max_records)]
-Responses = Annotated[list[ScoreResponse], ContentType("application/json")]
-
-_engine: ServingEngine | None = None
+RUNTIME = Runtime(PARAMS)
+APP = build_app(PARAMS, RUNTIME)
 
 
 @bentoml.service(
@@ -72,27 +59,17 @@ _engine: ServingEngine | None = None
     resources={"gpu": 1} if HAS_GPU else {"cpu": str(CFG.workers)},
     traffic={"timeout": 60},
     http={"host": CFG.host, "port": CFG.port},
-    # per-request access logs cost CPU on the hot path; Prometheus metrics and the prediction log remain
+    # BentoML's access log is replaced by the guard middleware's JSON line (key id, request id)
     logging={"access": {"enabled": False}},
-    # no span per scoring/probe request (BentoML creates OpenTelemetry spans even with no exporter set)
-    tracing={
-        "excluded_urls": [
-            "/predict",
-            "/predict_batch",
-            "/readyz",
-            "/livez",
-            "/healthz",
-            "/metrics",
-            "/health",
-        ]
-    },
+    # no OpenTelemetry span per scoring/probe request (BentoML creates them even with no exporter set)
+    tracing={"excluded_urls": ["/predict", "/v1/predict", "/v2", "/readyz", "/livez", "/metrics", "/health"]},
     labels={"owner": "sluice", "model_name": PARAMS.register_.model_name},
 )
 class FraudScorer:
     """Scores events with the registry's champion (and challenger) release."""
 
     def __init__(self) -> None:
-        global _engine
+        _configure_logging()
         writer = None
         if CFG.log_enabled:
             writer = PredictionLogWriter(PARAMS.paths.prediction_log, CFG.log_rotate_bytes, CFG.log_flush_s)
@@ -101,8 +78,7 @@ class FraudScorer:
             PARAMS, metrics=get_metrics(), log_writer=writer, fallback_release=fallback
         )
         self.engine.start()
-        _engine = self.engine
-        _bind_api_methods(self)
+        RUNTIME.install(self.engine, _batched(self.engine) if CFG.batching else None)
 
     def __is_ready__(self) -> bool:
         return self.engine.ready
@@ -111,40 +87,50 @@ class FraudScorer:
     def shutdown(self) -> None:
         self.engine.close()
 
-    @bentoml.api(batchable=CFG.batching, max_batch_size=CFG.max_batch_size, max_latency_ms=CFG.max_latency_ms)
-    async def predict(self, records: Records) -> Responses:
-        """Score events (one per request is typical; concurrent requests are batched together)."""
-        try:
-            return await self.engine.predict(records)
-        except NotReady as err:
-            raise ServiceUnavailable(str(err)) from None
-
-    @bentoml.api
-    async def predict_batch(self, records: Records) -> Responses:
-        """Score up to serve.max_records events in one call (not merged with other requests)."""
-        try:
-            return await self.engine.predict(records, source="api_batch")
-        except NotReady as err:
-            raise ServiceUnavailable(str(err)) from None
-
-    @bentoml.task
-    def score_file(self, input_path: str, output_path: str | None = None) -> dict[str, Any]:
-        """Job: score a Parquet/CSV file of records under the project root; result written as Parquet."""
-        dest = output_path or str(PARAMS.paths.data / "serving_jobs" / f"{uuid.uuid4().hex}.parquet")
-        return self.engine.score_file(input_path, dest)
-
 
 # what @bentoml.service made of the class (type checkers keep a decorated class's own type)
 SERVICE = cast("bentoml.Service[FraudScorer]", FraudScorer)
 
 
-def _bind_api_methods(instance: Any) -> None:
-    """Bind the API methods once. BentoML 1.4.39 resolves `instance.<api>` through a descriptor that
-    rebuilds a wrapper (with `inspect.signature`) on EVERY request: ~10% of the server's CPU under load.
-    The per-instance attribute shadows the (non-data) descriptor with the very same local caller."""
-    for name in SERVICE.apis:
-        method = getattr(type(instance), name)
-        setattr(instance, name, method.__get__(instance, type(instance)))
+def _batched(engine: ServingEngine) -> Score:
+    """Requests' records through BentoML's adaptive batcher, one batch = one `engine.score_calls`.
+
+    The batcher counts requests (not records) so it never splits one; a request larger than a batch is
+    scored on its own. A request the batcher sheds (projected wait over max_latency_ms) is a 503."""
+
+    def overloaded() -> list[ScoreResponse]:
+        raise Overloaded("server overloaded: the request's projected wait exceeds serve.max_latency_ms")
+
+    dispatcher: CorkDispatcher[ScoreCall, list[ScoreResponse]] = CorkDispatcher(
+        max_latency_in_ms=CFG.max_latency_ms,
+        max_batch_size=CFG.max_batch_size,
+        fallback=overloaded,
+        get_batch_size=lambda call: 1,
+    )
+    batch = dispatcher(engine.score_calls)  # type: ignore[arg-type]
+
+    async def score(call: ScoreCall) -> list[ScoreResponse]:
+        if len(call.records) > CFG.max_batch_size:
+            [answer] = await engine.score_calls([call])
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+        # the batcher raises the Exception a request's answer is (score_calls isolates failures)
+        return cast("list[ScoreResponse]", await batch(call))
+
+    return score
+
+
+def _configure_logging() -> None:
+    """The API's loggers to stderr (the server's log) when nothing else handles them."""
+    for name in ("sluice.access", "sluice.api", "pipelines"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
 
 
 def _load_bundled() -> LoadedRelease:
@@ -166,21 +152,14 @@ def _load_bundled() -> LoadedRelease:
     )
 
 
-async def _dependencies(_: Request) -> JSONResponse:
-    if _engine is None:
-        return JSONResponse(
-            {"ready": False, "ok": False, "error": "service not initialised"}, status_code=503
-        )
-    report = await run_in_threadpool(_engine.health)
-    return JSONResponse(report, status_code=200 if report["ok"] else 503)
-
-
-SERVICE.mount_asgi_app(Starlette(routes=[Route("/dependencies", _dependencies)]), path="/health")
+SERVICE.mount_asgi_app(APP, path="/")
 SERVICE.add_asgi_middleware(
     GuardMiddleware,
     api_key_env=CFG.api_key_env,
+    admin_key_env=CFG.admin_key_env,
     rate_limit_per_s=CFG.rate_limit_per_s,
     rate_limit_burst=CFG.rate_limit_burst,
     max_request_bytes=CFG.max_request_bytes,
-    api_paths=API_PATHS,
+    docs_public=CFG.docs_public,
+    openapi=APP.openapi,
 )

@@ -19,7 +19,7 @@ import threading
 import types
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -259,7 +259,7 @@ class OnlineFeatureReader:
                     self._store = store
                     tolerate_sqlite_timestamps()
 
-    def __call__(self, entity_ids: list[str]) -> np.ndarray:
+    def __call__(self, entity_ids: list[str]) -> OnlineRows:
         self._ensure()
         resp = self._store.get_online_features(
             features=self._service, entity_rows=[{ENTITY_KEY: e} for e in entity_ids]
@@ -270,14 +270,27 @@ class OnlineFeatureReader:
         if missing:
             raise StageError(f"online store: feature service lacks columns {missing}")
         out = np.full((len(entity_ids), len(FEATURE_COLUMNS)), np.nan)
+        found = np.zeros(len(entity_ids), dtype=bool)
         for j, c in enumerate(FEATURE_COLUMNS):
-            values = proto.results[position[c]].values
-            if len(values) != len(entity_ids):
+            result = proto.results[position[c]]
+            if len(result.values) != len(entity_ids):
                 raise StageError(
-                    f"online store: asked {len(entity_ids)} entities, got {len(values)} values of {c}"
+                    f"online store: asked {len(entity_ids)} entities, got {len(result.values)} values of {c}"
                 )
-            out[:, j] = _proto_column(values)
-        return out
+            out[:, j] = _proto_column(result.values)
+            # no event timestamp on any feature = the store holds no row of the entity (never materialized).
+            # Not the statuses: Feast's Redis store answers PRESENT (with empty values) for unknown keys
+            n = len(entity_ids)
+            found |= np.fromiter((ts.seconds != 0 for ts in result.event_timestamps), dtype=bool, count=n)
+        return OnlineRows(out, found)
+
+
+class OnlineRows(NamedTuple):
+    """An online lookup: `values` (entities x FEATURE_COLUMNS, NaN = no value) and `found` (the store
+    holds a row of the entity; False = an entity it has never seen)."""
+
+    values: np.ndarray
+    found: np.ndarray
 
 
 def _proto_column(values: Any) -> list[float]:

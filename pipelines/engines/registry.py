@@ -21,6 +21,7 @@ import datetime as dt
 import getpass
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ ALIAS_TAG_PREFIX = "alias."
 ROLLOUT_PREFIX = "rollout."
 # zero-padded so tag keys sort in move order in the UI and in `sorted()`
 _SEQ_WIDTH = 6
+_URI_LOCK = threading.Lock()
 
 RELEASE_TAG_KEYS: tuple[str, ...] = (
     "feature_list",
@@ -407,14 +409,17 @@ def use_tracking_uri(uri: str) -> None:
     """
     import mlflow
 
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    # one caller at a time: a thread saving the env while another has set it would "restore" the other's
+    # URI for good (the serving process refreshes releases in a background thread)
+    with _URI_LOCK:
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def open_registry(params: Params | None = None, tracking_uri: str | None = None) -> Registry:

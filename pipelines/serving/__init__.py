@@ -23,19 +23,24 @@ thread; new releases are loaded (pipelines.artifacts: pinned version URI, finger
 before the swap, so an alias move changes answers without a restart and without a failed request
 (releases.py).
 
-Modules: schema (request/response models, the scoring frame), routing (arms, served releases), releases
-(loading, refresh, warm-up), features, cache, engine, jobs (the score_file job), http (API keys, rate
-limit, size limit, 422), log (the prediction log), metrics.
+`ServingEngine.score_calls` scores several requests' records as one batch and answers each request on
+its own: an unexpected error while scoring the batch is retried per request, so only the request that
+really fails gets it (counted per version/arm); the others are answered.
+
+Modules: schema (strict request/response models, the scoring frame), routing (arms, served releases),
+releases (loading, refresh, warm-up), features, cache, engine, http (keys, rate limit, size, content type,
+request ids, access log), log (the prediction log), metrics. The HTTP routes are pipelines.api.
 """
 
 from __future__ import annotations
 
 from pipelines.contract import CHALLENGER, CHAMPION
 from pipelines.serving.cache import TTLCache
-from pipelines.serving.engine import NotReady, ServingEngine, serving_params
+from pipelines.serving.engine import NotReady, ScoreCall, ServingEngine, serving_params
 from pipelines.serving.features import (
     SOURCE_DEFAULT,
     SOURCE_LAST_KNOWN,
+    SOURCE_NEW_ENTITY,
     SOURCE_ONLINE,
     CircuitBreaker,
     FeatureFetcher,
@@ -45,13 +50,14 @@ from pipelines.serving.log import PredictionLogWriter, wait_flushed
 from pipelines.serving.metrics import ServingMetrics, get_metrics
 from pipelines.serving.releases import ReleaseSet, default_release_loader
 from pipelines.serving.routing import LoadedRelease, Routing, bucket, route
-from pipelines.serving.schema import ScoreRequest, ScoreResponse, request_frame
+from pipelines.serving.schema import ScoreRequest, ScoreResponse, request_frame, request_model
 
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
     "SOURCE_DEFAULT",
     "SOURCE_LAST_KNOWN",
+    "SOURCE_NEW_ENTITY",
     "SOURCE_ONLINE",
     "CircuitBreaker",
     "FeatureFetcher",
@@ -61,6 +67,7 @@ __all__ = [
     "PredictionLogWriter",
     "ReleaseSet",
     "Routing",
+    "ScoreCall",
     "ScoreRequest",
     "ScoreResponse",
     "ServingEngine",
@@ -71,6 +78,7 @@ __all__ = [
     "default_release_loader",
     "get_metrics",
     "request_frame",
+    "request_model",
     "route",
     "serving_params",
     "wait_flushed",

@@ -27,7 +27,6 @@ from pipelines.config import Params
 from pipelines.contract import CHALLENGER, CHAMPION, FEATURE_COLUMNS
 from pipelines.serving.cache import TTLCache
 from pipelines.serving.features import SOURCE_ONLINE, CircuitBreaker, FeatureFetcher
-from pipelines.serving.jobs import score_file
 from pipelines.serving.log import log_row
 from pipelines.serving.metrics import ENDPOINTS
 from pipelines.serving.releases import ReleaseLoader, ReleaseSet
@@ -44,6 +43,16 @@ log = logging.getLogger(__name__)
 
 class NotReady(RuntimeError):
     """No champion release is loaded yet (the service answers 503 and /readyz is false)."""
+
+
+@dataclass(frozen=True)
+class ScoreCall:
+    """One request's records, scored together with other requests' in one batch (`score_calls`)."""
+
+    records: Sequence[ScoreRequest]
+    arm: str | None = None  # the arm asked for (None: the canary routing decides per entity)
+    request_id: str | None = None
+    source: str = "api"
 
 
 class _Cached(NamedTuple):
@@ -67,6 +76,8 @@ class _Batch:
     now: dt.datetime
     arms: list[str]  # the routed arm
     n_features: int
+    request_ids: Sequence[str | None]
+    sources_of: Sequence[str]  # the endpoint each record came through (the log's `source`)
     keys: list[Any] = field(init=False)  # cache key; None = not cacheable
     cached: list[_Cached | None] = field(init=False)
     miss: list[int] = field(default_factory=list)  # the records to score
@@ -97,7 +108,7 @@ class ServingEngine:
         *,
         registry: Registry | None = None,
         release_loader: ReleaseLoader | None = None,
-        feature_lookup: Callable[[list[str]], pd.DataFrame | np.ndarray] | None = None,
+        feature_lookup: Callable[[list[str]], Any] | None = None,
         metrics: ServingMetrics | None = None,
         log_writer: PredictionLogWriter | None = None,
         fallback_release: Callable[[], LoadedRelease] | None = None,
@@ -177,32 +188,95 @@ class ServingEngine:
 
     # ---- scoring ---------------------------------------------------------------------------------
 
-    async def predict(self, records: Sequence[ScoreRequest], source: str = "api") -> list[ScoreResponse]:
-        """Score a batch of requests (one adaptive batch of /predict, or one /predict_batch call)."""
-        t0 = time.perf_counter()
-        batch = self._route(records)
-        self._lookup_cache(batch)
-        if batch.miss:
-            frame = await self._fetch_features(batch)
-            await self._score_arms(batch, frame)
-        elapsed_ms = (time.perf_counter() - t0) * 1000.0
-        out = [self._answer(batch, i, elapsed_ms) for i in range(len(records))]
-        self._log_and_count(batch, out, source, elapsed_ms)
-        return out
+    async def predict(
+        self, records: Sequence[ScoreRequest], source: str = "api", arm: str | None = None
+    ) -> list[ScoreResponse]:
+        """Score a batch of requests (one /predict_batch call, a test); raises what failed it (counted)."""
+        [answer] = await self.score_calls([ScoreCall(records, arm=arm, source=source)])
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     def predict_sync(self, records: Sequence[ScoreRequest], source: str = "api") -> list[ScoreResponse]:
         """`predict` for callers without an event loop (tests, scripts)."""
         return asyncio.run(self.predict(records, source=source))
 
-    def _route(self, records: Sequence[ScoreRequest]) -> _Batch:
-        """Step 1: one routing snapshot for the batch, and the arm of each record."""
+    async def score_calls(self, calls: Sequence[ScoreCall]) -> list[list[ScoreResponse] | Exception]:
+        """Score several requests in one batch; the answer of each, or the error that failed it alone.
+
+        An unexpected error while scoring the batch never fails the other requests in it: each request is
+        then scored apart, so only the one that really fails gets its error (counted per version/arm).
+        """
+        if not calls:
+            return []
+        try:
+            flat = await self._predict_calls(calls)
+        except NotReady as err:
+            return [err] * len(calls)
+        except Exception as err:
+            if len(calls) == 1:
+                return [self._failed(calls[0], err)]
+            log.warning("a batch of %d requests failed (%s): scoring them apart", len(calls), err)
+            out: list[list[ScoreResponse] | Exception] = []
+            for call in calls:
+                try:
+                    out.append(await self._predict_calls([call]))
+                except Exception as alone:
+                    out.append(self._failed(call, alone))
+            return out
+        answers: list[list[ScoreResponse] | Exception] = []
+        k = 0
+        for call in calls:
+            answers.append(flat[k : k + len(call.records)])
+            k += len(call.records)
+        return answers
+
+    def _failed(self, call: ScoreCall, err: Exception) -> Exception:
+        """Count a request that failed on its own (per version/arm) and log it once, with its id."""
+        if isinstance(err, NotReady):
+            return err
+        champion = self.routing.champion
+        arm = call.arm or CHAMPION
+        rel = self.routing.arms.get(arm) or champion
+        if self.metrics is not None:
+            self.metrics.error(rel.version if rel else "none", arm, type(err).__name__, len(call.records))
+        log.error("request %s failed (%d records): %s", call.request_id, len(call.records), err, exc_info=err)
+        return err
+
+    async def _predict_calls(self, calls: Sequence[ScoreCall]) -> list[ScoreResponse]:
+        """The request flow over the records of `calls`, in order (route, cache, features, score, log)."""
+        t0 = time.perf_counter()
+        batch = self._route(calls)
+        self._lookup_cache(batch)
+        if batch.miss:
+            frame = await self._fetch_features(batch)
+            await self._score_arms(batch, frame)
+        elapsed_ms = (time.perf_counter() - t0) * 1000.0
+        out = [self._answer(batch, i, elapsed_ms) for i in range(len(batch.records))]
+        self._log_and_count(batch, out, elapsed_ms)
+        return out
+
+    def _route(self, calls: Sequence[ScoreCall]) -> _Batch:
+        """Step 1: one routing snapshot for the batch, and the arm of each record (the asked arm, else
+        the canary split; an asked arm no longer served falls back to the champion)."""
         routing = self.routing
         champion = routing.champion
         if champion is None:
             raise NotReady("no champion release loaded (yet): see /health/dependencies")
         now = dt.datetime.now(dt.UTC)
-        arms = [routing.arm_of(r.entity_id) for r in records]
-        return _Batch(records, routing, champion, now, arms, len(self.feature_columns))
+        records: list[ScoreRequest] = []
+        arms: list[str] = []
+        request_ids: list[str | None] = []
+        sources: list[str] = []
+        for call in calls:
+            records.extend(call.records)
+            request_ids.extend([call.request_id] * len(call.records))
+            sources.extend([call.source] * len(call.records))
+            if call.arm is not None:
+                arms.extend([call.arm if call.arm in routing.arms else CHAMPION] * len(call.records))
+            else:
+                arms.extend(routing.arm_of(r.entity_id) for r in call.records)
+        return _Batch(records, routing, champion, now, arms, len(self.feature_columns), request_ids, sources)
 
     def _lookup_cache(self, b: _Batch) -> None:
         """Step 2: answers cached for (the routed release's version, the request); the rest are misses."""
@@ -247,9 +321,7 @@ class ServingEngine:
             return await self._run_release(rel, sub)
         except Exception as err:
             if arm == CHAMPION:
-                if self.metrics is not None:
-                    self.metrics.error(b.champion.version, CHAMPION, type(err).__name__, len(rows))
-                raise
+                raise  # counted per request by score_calls, once the failing request is known
             kind = "timeout" if isinstance(err, TimeoutError) else type(err).__name__
             b.errors.append((rel.version, CHALLENGER, kind, len(rows)))
             log.warning("challenger v%s failed (%s): champion answers %d rows", rel.version, kind, len(rows))
@@ -312,18 +384,21 @@ class ServingEngine:
             latency_ms=elapsed_ms,
         )
 
-    def _log_and_count(self, b: _Batch, out: list[ScoreResponse], source: str, elapsed_ms: float) -> None:
-        """Step 5b: the prediction log (one queue put per batch) and the metrics."""
+    def _log_and_count(self, b: _Batch, out: list[ScoreResponse], elapsed_ms: float) -> None:
+        """Step 5b: the prediction log (one queue put per batch) and the metrics (per endpoint)."""
         if self.log_writer is not None and out:
             rows = [
-                log_row(r, resp, self.feature_columns, b.feats[i], b.now, source)
+                log_row(r, resp, self.feature_columns, b.feats[i], b.now, b.sources_of[i], b.request_ids[i])
                 for i, (r, resp) in enumerate(zip(b.records, out, strict=True))
             ]
             self.log_writer.write_many(rows)
         if self.metrics is not None:
-            self.metrics.observe_batch(
-                out, elapsed_ms / 1000.0, b.errors, endpoint=ENDPOINTS.get(source, source)
-            )
+            for source in dict.fromkeys(b.sources_of):
+                picked = [o for o, s in zip(out, b.sources_of, strict=True) if s == source]
+                errors = b.errors if source == b.sources_of[0] else []
+                self.metrics.observe_batch(
+                    picked, elapsed_ms / 1000.0, errors, endpoint=ENDPOINTS.get(source, source)
+                )
 
     # ---- health ----------------------------------------------------------------------------------
 
@@ -342,14 +417,8 @@ class ServingEngine:
             "prediction_log": plog,
         }
 
-    # ---- jobs ------------------------------------------------------------------------------------
 
-    def score_file(self, input_path: str | Path, output_path: str | Path) -> dict[str, Any]:
-        """Score a Parquet/CSV file of requests into a Parquet file (pipelines.serving.jobs.score_file)."""
-        return score_file(self.predict, self.params, input_path, output_path)
-
-
-def _online_reader(params: Params) -> Callable[[list[str]], np.ndarray]:
+def _online_reader(params: Params) -> Callable[[list[str]], Any]:
     from pipelines.engines.feast_store import OnlineFeatureReader
 
     return OnlineFeatureReader(params)

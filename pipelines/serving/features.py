@@ -28,7 +28,8 @@ from pipelines.errors import StageError
 log = logging.getLogger(__name__)
 
 # where the features a prediction used came from
-SOURCE_ONLINE = "online"  # the online store answered (an unknown entity gets the empty state: still fresh)
+SOURCE_ONLINE = "online"  # the online store answered with the entity's row
+SOURCE_NEW_ENTITY = "new_entity"  # the store answered: it has no row of the entity (the empty state is used)
 SOURCE_LAST_KNOWN = "last_known"  # store unreachable/slow: this process's last answer for the entity
 SOURCE_DEFAULT = "default"  # store unreachable and nothing known: the empty state of a new entity
 
@@ -86,7 +87,7 @@ class FeatureFetcher:
 
     def __init__(
         self,
-        lookup: Callable[[list[str]], pd.DataFrame | np.ndarray],
+        lookup: Callable[[list[str]], Any],
         columns: Sequence[str],
         breaker: CircuitBreaker,
         timeout_s: float,
@@ -101,9 +102,13 @@ class FeatureFetcher:
         self._default = np.full(len(self.columns), np.nan)
         # two threads: a store call stuck past its timeout still holds one
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="feast-online")
+        self._probe_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="feast-probe"
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._probe_pool.shutdown(wait=False, cancel_futures=True)
 
     def _remember(self, ids: list[str], values: np.ndarray) -> None:
         if self.last_known_size <= 0:
@@ -127,13 +132,18 @@ class FeatureFetcher:
                 sources.append(SOURCE_LAST_KNOWN)
         return np.vstack(rows) if rows else np.empty((0, len(self.columns))), sources
 
-    def _call(self, ids: list[str]) -> np.ndarray:
+    def _call(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(values, found) of `ids` from the raw lookup, which answers OnlineRows-like (values, found),
+        a DataFrame or a bare matrix (the last two: every entity counts as found)."""
         got = self.lookup(ids)
+        found = None
+        if isinstance(got, tuple):
+            got, found = got
         if isinstance(got, pd.DataFrame):
             got = got[self.columns].to_numpy(dtype=np.float64, na_value=np.nan)
         if got.shape != (len(ids), len(self.columns)):
             raise StageError(f"online store: got a {got.shape} answer for {len(ids)} entities")
-        return got
+        return got, (np.ones(len(ids), dtype=bool) if found is None else np.asarray(found, dtype=bool))
 
     async def fetch(self, ids: list[str]) -> tuple[np.ndarray, list[str]]:
         """(matrix len(ids) x columns, source per id) for distinct entity ids."""
@@ -143,7 +153,9 @@ class FeatureFetcher:
             return self._fallback(ids)
         loop = asyncio.get_running_loop()
         try:
-            values = await asyncio.wait_for(loop.run_in_executor(self._pool, self._call, ids), self.timeout_s)
+            values, found = await asyncio.wait_for(
+                loop.run_in_executor(self._pool, self._call, ids), self.timeout_s
+            )
         except Exception as err:  # store down, slow, or answering garbage: all mean "serve without it"
             msg = "timeout" if isinstance(err, TimeoutError) else f"{type(err).__name__}: {err}"
             self.breaker.failure(msg[:300])
@@ -151,12 +163,13 @@ class FeatureFetcher:
             return self._fallback(ids)
         self.breaker.success()
         self._remember(ids, values)
-        return values, [SOURCE_ONLINE] * len(ids)
+        return values, [SOURCE_ONLINE if f else SOURCE_NEW_ENTITY for f in found.tolist()]
 
     def probe(self, timeout_s: float) -> dict[str, Any]:
         """Active check of the store (for /health/dependencies), outside the breaker's accounting."""
         t0 = time.perf_counter()
-        fut = self._pool.submit(self._call, ["__sluice_health_probe__"])
+        # its own thread: a probe stuck on a hung store must not hold one of the request path's threads
+        fut = self._probe_pool.submit(self._call, ["__sluice_health_probe__"])
         try:
             fut.result(timeout=timeout_s)
         except Exception as err:
@@ -169,10 +182,15 @@ class FeatureFetcher:
         return {"ok": True, "latency_ms": round((time.perf_counter() - t0) * 1000, 2)}
 
     def health(self, probe_timeout_s: float) -> dict[str, Any]:
-        """The probe's answer with the breaker's state (the online_store part of /health/dependencies)."""
+        """The probe's answer with the breaker's state (the online_store part of /health/dependencies).
+
+        Not ok while the breaker is open or half-open: requests are then served with fallback features,
+        whatever a single probe says."""
         status = self.probe(probe_timeout_s)
+        state = self.breaker.state
         status.update(
-            breaker=self.breaker.state,
+            ok=bool(status["ok"]) and state == "closed",
+            breaker=state,
             consecutive_failures=self.breaker.consecutive,
             last_error=self.breaker.last_error,
         )

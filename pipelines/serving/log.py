@@ -165,10 +165,13 @@ def log_row(
     feats: np.ndarray,
     now: dt.datetime,
     source: str,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
-    """The log row of one served prediction (layout above); `feats` = the feature values the model saw."""
+    """The log row of one served prediction (layout above); `feats` = the feature values the model saw;
+    `request_id` = the HTTP request's X-Request-ID (ties a logged prediction to an access-log line)."""
     row: dict[str, Any] = {
         "prediction_id": response.prediction_id,
+        "request_id": request_id,
         "served_at": now.isoformat(),
         "event_id": request.event_id,
         "entity_id": request.entity_id,

@@ -37,7 +37,12 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )
 BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 # `source` of a scoring call -> its `endpoint` label
-ENDPOINTS: dict[str, str] = {"api": "predict", "api_batch": "predict_batch", "job": "score_file"}
+ENDPOINTS: dict[str, str] = {
+    "api": "predict",
+    "api_batch": "predict_batch",
+    "v1": "v1_predict",
+    "v2": "v2_infer",
+}
 
 
 class ServingMetrics:

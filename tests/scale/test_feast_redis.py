@@ -85,10 +85,14 @@ def test_redis_online_store_matches_sqlite(tmp_path: Path) -> None:
         assert _redis_keys(client, project_name), "materialize wrote no keys for our project to Redis"
         asked = [*ENTITIES, "unknown-entity"]
         # the reader serving uses: rows = asked entities in order, columns = FEATURE_COLUMNS
-        from_sqlite = feast_store.OnlineFeatureReader(sqlite_params)(asked)
-        from_redis = feast_store.OnlineFeatureReader(redis_params)(asked)
+        sqlite_rows = feast_store.OnlineFeatureReader(sqlite_params)(asked)
+        redis_rows = feast_store.OnlineFeatureReader(redis_params)(asked)
+        from_sqlite, from_redis = sqlite_rows.values, redis_rows.values
         assert from_redis.shape == (len(asked), len(FEATURE_COLUMNS))
         np.testing.assert_array_equal(from_redis, from_sqlite)
+        # both stores tell a never-seen entity from a known one
+        expected_found = [True] * len(ENTITIES) + [False]
+        assert redis_rows.found.tolist() == sqlite_rows.found.tolist() == expected_found
         # state after each entity's last event (what serving reads)
         last = pd.concat([_features(START, 0), _features(START + dt.timedelta(days=1), 1)])
         last = last.sort_values("event_timestamp").groupby("entity_id").tail(1).set_index("entity_id")
