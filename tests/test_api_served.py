@@ -126,3 +126,39 @@ def test_out_of_range_requests_mixed_into_concurrent_traffic(served: str, world:
 
     codes = asyncio.run(send_all())
     assert [got for got, _ in codes] == [want for _, want in codes]
+
+
+def test_batch_predict_job_over_http(served: str, world: World) -> None:
+    """A job submitted over HTTP runs on Spark to the end; every bad submit is a 4xx naming the field."""
+    import time
+
+    import pandas as pd
+
+    data = world.params.paths.data
+    src = data / "api_job_input.parquet"
+    world.events.head(300).drop(columns=["label"]).to_parquet(src)
+    out = data / "api_job_output.parquet"
+    auth = {"X-API-Key": API_KEY}
+    with httpx.Client(base_url=served, headers=auth, timeout=30) as c:
+        for bad, field in [
+            ({"input_uri": "/etc/passwd"}, "input_uri"),
+            ({"input_uri": "data/missing.parquet"}, "input_uri"),
+            ({"input_uri": str(src), "model": f"{MODEL}/999"}, "model"),
+            ({"input_uri": str(src), "output_uri": "../outside.parquet"}, "output_uri"),
+        ]:
+            resp = c.post("/v1/batch_predict", json={"model": MODEL, **bad})
+            assert 400 <= resp.status_code < 500 and field in resp.json()["error"], resp.text
+        job = c.post(
+            "/v1/batch_predict", json={"model": MODEL, "input_uri": str(src), "output_uri": str(out)}
+        )
+        assert job.status_code == 202, job.text
+        job_id = job.json()["job_id"]
+        deadline = time.monotonic() + 240
+        state = job.json()
+        while state["status"] in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(1)
+            state = c.get(f"/v1/batch_predict/{job_id}").json()
+        assert state["status"] == "succeeded", state
+        assert state["progress"] == 100 and state["rows"] == 300 and state["model_version"] == world.champion
+    scored = pd.read_parquet(out)
+    assert len(scored) == 300 and scored["score"].between(0, 1).all()

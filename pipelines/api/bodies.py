@@ -167,3 +167,52 @@ class BatchPredictRequest(Strict):
     )
     output_uri: str | None = Field(None, min_length=1, max_length=4096)
     batch_size: int = Field(10_000, gt=0, le=1_000_000)
+
+
+class BatchJob(BaseModel):
+    """A batch scoring job (pipelines.ops.batch_jobs): state, progress from Spark's tasks, result."""
+
+    job_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: float = Field(description="Percent of the job's Spark tasks done, 0-100.")
+    eta_seconds: float | None
+    model: str
+    model_version: str
+    input_uri: str
+    output_uri: str
+    batch_size: int
+    rows: int | None
+    flagged: int | None
+    error: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class Deployment(BaseModel):
+    """A deployment of a version as challenger (pipelines.ops.deploy): the request, its live state."""
+
+    deployment_id: str
+    name: str
+    version: str
+    traffic_percentage: float
+    reason: str
+    forced: bool
+    gate_verdict: str | None
+    who: str
+    created_at: str
+    model: str = Field(description="<name>@challenger: what /v1/predict pins to reach it.")
+    endpoint: str
+    status: Literal["ramping", "paused", "promoted", "rolled_back", "superseded"]
+    live: bool
+    step: int | None
+    weight: float = Field(description="Percent of entities routed to it now.")
+    decision: str | None
+    started_at: str | None
+    updated_at: str | None
+    ended: dict[str, Any] | None
+    airflow: dict[str, Any] | None = Field(description="The canary_rollout DAG run it triggered, if any.")
+    rollback: dict[str, Any] | None
+    guardrails: dict[str, Any] | None = Field(
+        None, description="Live per-arm figures and the guardrails' verdict (GET of one deployment)."
+    )

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 
-from pipelines.api.bodies import BatchPredictRequest
+from pipelines.api.bodies import BatchJob, BatchPredictRequest
 from pipelines.api.runtime import Runtime, caller, runtime
 
 JOB_ID = Path(pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="A batch job id.")
@@ -24,7 +24,7 @@ def jobs_router() -> APIRouter:
     """The batch job routes."""
     router = APIRouter(prefix="/v1/batch_predict", tags=["v1"])
 
-    @router.post("", status_code=202, response_model=dict[str, Any])
+    @router.post("", status_code=202, response_model=BatchJob)
     async def submit(
         body: Annotated[BatchPredictRequest, Body()],
         request: Request,
@@ -38,14 +38,14 @@ def jobs_router() -> APIRouter:
             do_submit, rt.params, body.model, body.input_uri, body.output_uri, body.batch_size, who=who
         )
 
-    @router.get("", response_model=list[dict[str, Any]])
+    @router.get("", response_model=list[BatchJob])
     async def jobs(rt: Annotated[Runtime, Depends(runtime)]) -> list[dict[str, Any]]:
         """The latest jobs, newest first."""
         from pipelines.ops.batch_jobs import list_jobs
 
         return await run_in_threadpool(list_jobs, rt.params)
 
-    @router.get("/{job_id}", response_model=dict[str, Any])
+    @router.get("/{job_id}", response_model=BatchJob)
     async def status(
         job_id: Annotated[str, JOB_ID], rt: Annotated[Runtime, Depends(runtime)]
     ) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def jobs_router() -> APIRouter:
 
         return await run_in_threadpool(get_status, rt.params, job_id)
 
-    @router.post("/{job_id}/cancel", response_model=dict[str, Any])
+    @router.post("/{job_id}/cancel", response_model=BatchJob)
     async def cancel(
         job_id: Annotated[str, JOB_ID], rt: Annotated[Runtime, Depends(runtime)]
     ) -> dict[str, Any]:

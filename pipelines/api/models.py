@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Path
 from fastapi.concurrency import run_in_threadpool
 
-from pipelines.api.bodies import DeployRequest, ModelInfo, ModelList, RollbackRequest
+from pipelines.api.bodies import Deployment, DeployRequest, ModelInfo, ModelList, RollbackRequest
 from pipelines.api.catalog import model_info
 from pipelines.api.runtime import Runtime, require_admin, runtime
 from pipelines.serving.schema import ScoreRequest
@@ -48,7 +48,7 @@ def models_router(request_model: type[ScoreRequest]) -> APIRouter:
         check_name(rt, name)
         return await run_in_threadpool(info, rt)
 
-    @router.post("/models/{name}/deploy", response_model=dict[str, Any])
+    @router.post("/models/{name}/deploy", response_model=Deployment)
     async def deploy(
         name: Annotated[str, NAME],
         body: Annotated[DeployRequest, Body()],
@@ -72,14 +72,14 @@ def models_router(request_model: type[ScoreRequest]) -> APIRouter:
             who=f"api:{who}",
         )
 
-    @router.get("/deployments", response_model=list[dict[str, Any]])
+    @router.get("/deployments", response_model=list[Deployment])
     async def deployments(rt: Annotated[Runtime, Depends(runtime)]) -> list[dict[str, Any]]:
         """The model's deployments, newest first."""
         from pipelines.ops.deploy import list_deployments
 
         return await run_in_threadpool(list_deployments, rt.params, rt.params.register_.model_name)
 
-    @router.get("/deployments/{deployment_id}", response_model=dict[str, Any])
+    @router.get("/deployments/{deployment_id}", response_model=Deployment)
     async def get_deployment(
         deployment_id: Annotated[str, DEPLOYMENT], rt: Annotated[Runtime, Depends(runtime)]
     ) -> dict[str, Any]:
@@ -88,7 +88,7 @@ def models_router(request_model: type[ScoreRequest]) -> APIRouter:
 
         return await run_in_threadpool(get, rt.params, deployment_id)
 
-    @router.post("/deployments/{deployment_id}/rollback", response_model=dict[str, Any])
+    @router.post("/deployments/{deployment_id}/rollback", response_model=Deployment)
     async def rollback(
         deployment_id: Annotated[str, DEPLOYMENT],
         body: Annotated[RollbackRequest, Body()],
