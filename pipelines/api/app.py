@@ -23,6 +23,7 @@ from pipelines.api.runtime import Overloaded, Runtime, request_id, service_versi
 from pipelines.config import Params
 from pipelines.errors import StageError
 from pipelines.serving import NotReady
+from pipelines.serving.engine import ScoringError
 from pipelines.serving.schema import request_model
 
 log = logging.getLogger("sluice.api")
@@ -106,6 +107,11 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Overloaded)
     async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
         return JSONResponse(_body(request, str(exc)), status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(ScoringError)
+    async def scoring_failed(request: Request, exc: ScoringError) -> JSONResponse:
+        # logged once with its traceback where it happened (ServingEngine), answered here
+        return JSONResponse(_body(request, f"{exc}; see the server log"), status_code=500)
 
     @app.exception_handler(StageError)
     async def refused(request: Request, exc: StageError) -> JSONResponse:

@@ -45,6 +45,11 @@ class NotReady(RuntimeError):
     """No champion release is loaded yet (the service answers 503 and /readyz is false)."""
 
 
+class ScoringError(RuntimeError):
+    """A request failed while its records were scored (counted and logged with its traceback once; the
+    service answers 500). The original error is its `__cause__`."""
+
+
 @dataclass(frozen=True)
 class ScoreCall:
     """One request's records, scored together with other requests' in one batch (`score_calls`)."""
@@ -241,7 +246,9 @@ class ServingEngine:
         if self.metrics is not None:
             self.metrics.error(rel.version if rel else "none", arm, type(err).__name__, len(call.records))
         log.error("request %s failed (%d records): %s", call.request_id, len(call.records), err, exc_info=err)
-        return err
+        failed = ScoringError(f"scoring failed ({type(err).__name__})")
+        failed.__cause__ = err
+        return failed
 
     async def _predict_calls(self, calls: Sequence[ScoreCall]) -> list[ScoreResponse]:
         """The request flow over the records of `calls`, in order (route, cache, features, score, log)."""
