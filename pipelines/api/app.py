@@ -47,10 +47,11 @@ def build_app(params: Params, runtime: Runtime | None = None) -> FastAPI:
     )
     app.state.runtime = runtime or Runtime(params)
     req_model = request_model(cfg.limits)
+    # the scoring routes first: Starlette tries routes in order, and they take nearly all the traffic
     app.include_router(predict_router(req_model, cfg.max_records))
+    app.include_router(oip_router(req_model, cfg.max_records))
     app.include_router(models_router(req_model))
     app.include_router(jobs_router())
-    app.include_router(oip_router(req_model, cfg.max_records))
     if cfg.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -399,22 +399,36 @@ def response_from_scores(
     """The inference response for scored events (ScoreResponse-like: attributes named as the outputs),
     one element per event in each output, shape [n]; `label` is labels[decision]. OIPError for an unknown
     requested output."""
+    return InferenceResponse.model_validate(
+        response_document(responses, model_name, requested_outputs, labels, request_id)
+    )
+
+
+def response_document(
+    responses: Sequence[Any],
+    model_name: str,
+    requested_outputs: Sequence[RequestOutput] | None,
+    labels: Sequence[str],
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """`response_from_scores` as the JSON document itself (what the service sends: built from validated
+    answers, it skips a pydantic model per output tensor, a quarter of a v2 request's Python time)."""
     if len(labels) < 2:
         raise ValueError(f"labels: one class name per decision (0, 1), got {list(labels)}")
-    columns: list[ResponseOutput] = []
     kinds = dict(OUTPUTS)
     cast: dict[str, type] = {"FP64": float, "INT64": int, "BOOL": bool, "BYTES": str}
+    outputs = []
     for name in output_names(requested_outputs):
         if name == "label":
             data: list[Element] = [labels[int(r.decision)] for r in responses]
         else:
             data = [cast[kinds[name]](getattr(r, name)) for r in responses]
-        columns.append(ResponseOutput(name=name, shape=[len(responses)], datatype=kinds[name], data=data))
+        outputs.append({"name": name, "datatype": kinds[name], "shape": [len(responses)], "data": data})
     versions = {r.model_version for r in responses}
-    return InferenceResponse(
-        model_name=model_name,
-        # one version answered (the champion alone): say which; mixed arms: per event, in `model_version`
-        model_version=versions.pop() if len(versions) == 1 else None,
-        id=request_id,
-        outputs=columns,
-    )
+    doc: dict[str, Any] = {"model_name": model_name}
+    if len(versions) == 1:  # one version answered (the champion alone); mixed arms: per event
+        doc["model_version"] = versions.pop()
+    if request_id is not None:
+        doc["id"] = request_id
+    doc["outputs"] = outputs
+    return doc

@@ -8,14 +8,15 @@ served release answers.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from pipelines.api import oip
 from pipelines.api.bodies import ModelSelector
-from pipelines.api.predict import select_arm
+from pipelines.api.predict import json_answer, select_arm
 from pipelines.api.runtime import Runtime, request_id, runtime, service_version
 from pipelines.serving.engine import ScoreCall
 from pipelines.serving.schema import ScoreRequest
@@ -104,7 +105,7 @@ def _metadata_routes(router: APIRouter, request_model: type[ScoreRequest]) -> No
 def _infer_routes(router: APIRouter, request_model: type[ScoreRequest], max_records: int) -> None:
     async def infer(
         rt: Runtime, request: Request, name: str, version: str | None, body: oip.InferenceRequest
-    ) -> oip.InferenceResponse:
+    ) -> Response:
         arm = selector(rt, name, version)
         try:
             records = oip.records_from_request(body, request_model, max_records)
@@ -112,9 +113,10 @@ def _infer_routes(router: APIRouter, request_model: type[ScoreRequest], max_reco
             raise HTTPException(err.status, err.message) from None
         answers = await rt.scorer()(ScoreCall(records, arm=arm, request_id=request_id(request), source="v2"))
         try:
-            return oip.response_from_scores(answers, name, body.outputs, rt.params.serve.labels, body.id)
+            doc = oip.response_document(answers, name, body.outputs, rt.params.serve.labels, body.id)
         except oip.OIPError as err:
             raise HTTPException(err.status, err.message) from None
+        return json_answer(json.dumps(doc, separators=(",", ":")))
 
     @router.post(
         "/models/{name}/infer", response_model=oip.InferenceResponse, response_model_exclude_none=True
@@ -124,7 +126,7 @@ def _infer_routes(router: APIRouter, request_model: type[ScoreRequest], max_reco
         body: Annotated[oip.InferenceRequest, Body()],
         request: Request,
         rt: Annotated[Runtime, Depends(runtime)],
-    ) -> oip.InferenceResponse:
+    ) -> Response:
         """Score events given as named input tensors (one per field); the canary routing picks the release."""
         return await infer(rt, request, name, None, body)
 
@@ -139,6 +141,6 @@ def _infer_routes(router: APIRouter, request_model: type[ScoreRequest], max_reco
         body: Annotated[oip.InferenceRequest, Body()],
         request: Request,
         rt: Annotated[Runtime, Depends(runtime)],
-    ) -> oip.InferenceResponse:
+    ) -> Response:
         """Score events with one served version."""
         return await infer(rt, request, name, version, body)

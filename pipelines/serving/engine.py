@@ -14,7 +14,6 @@ import datetime as dt
 import gc
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from pipelines.config import Params
 from pipelines.contract import CHALLENGER, CHAMPION, FEATURE_COLUMNS
 from pipelines.serving.cache import TTLCache
 from pipelines.serving.features import SOURCE_ONLINE, CircuitBreaker, FeatureFetcher
+from pipelines.serving.ids import new_id
 from pipelines.serving.log import log_row
 from pipelines.serving.metrics import ENDPOINTS
 from pipelines.serving.releases import ReleaseLoader, ReleaseSet
@@ -355,7 +355,7 @@ class ServingEngine:
         if hit is not None:
             b.feats[i] = hit.feats
             return ScoreResponse(
-                prediction_id=uuid.uuid4().hex,
+                prediction_id=new_id(),
                 event_id=r.event_id,
                 entity_id=r.entity_id,
                 score=hit.score,
@@ -376,7 +376,7 @@ class ServingEngine:
             entry = _Cached(rel.version, b.served[i], score, rel.threshold, b.sources[i], b.feats[i])
             self.cache.put(b.keys[i], entry)
         return ScoreResponse(
-            prediction_id=uuid.uuid4().hex,
+            prediction_id=new_id(),
             event_id=r.event_id,
             entity_id=r.entity_id,
             score=score,

@@ -29,10 +29,11 @@ import math
 import os
 import re
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
+
+from pipelines.serving.ids import new_id
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -245,7 +246,7 @@ def _request_id(scope: Scope) -> str:
     for name, value in scope.get("headers") or ():
         if name == b"x-request-id" and _REQUEST_ID.match(value):
             return value.decode()
-    return uuid.uuid4().hex
+    return new_id()
 
 
 def _content_type(scope: Scope) -> _Refusal | None:
