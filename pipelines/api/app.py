@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
@@ -41,7 +41,9 @@ def build_app(params: Params, runtime: Runtime | None = None) -> FastAPI:
         title=f"sluice scoring service: {params.register_.model_name}",
         version=service_version(),
         description=DESCRIPTION,
-        docs_url="/docs",
+        # FastAPI's own docs page loads Swagger UI from a CDN (blank offline): /docs goes to the shell's
+        # Swagger UI at /, served from the package, over the same document (/docs.json = /openapi.json)
+        docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
     )
@@ -62,6 +64,7 @@ def build_app(params: Params, runtime: Runtime | None = None) -> FastAPI:
         )
     _error_handlers(app)
     app.openapi = lambda: complete_openapi(app)  # type: ignore[method-assign]
+    app.add_api_route("/docs", lambda: RedirectResponse("/"), include_in_schema=False)
     return app
 
 

@@ -287,19 +287,22 @@ def _kind(v: Any) -> str:
     return _JSON_KINDS.get(type(v), type(v).__name__)
 
 
-def _element(where: str, v: Any, datatype: str) -> Any:
-    """One element checked against its datatype (null passes: absent for the row); floats come out float."""
+def _element(v: Any, datatype: str) -> Any:
+    """One element checked against its datatype (null passes: absent for the row); floats come out float.
+    ValueError says what was expected (the caller names the element: only on failure, it is per element)."""
     if v is None:
         return None
-    number = isinstance(v, int | float) and not isinstance(v, bool)
-    integer = number and isinstance(v, int)
-    ok = {"BYTES": isinstance(v, str), "BOOL": isinstance(v, bool), "INT64": integer, "INT32": integer}
-    if not ok.get(datatype, number):
-        expected = _EXPECTED.get(datatype, "a number")
-        raise ValueError(f"{where}: expected {expected} ({datatype}), got {_kind(v)}")
+    if datatype == "BYTES":
+        ok = isinstance(v, str)
+    elif datatype == "BOOL":
+        ok = isinstance(v, bool)
+    else:
+        ok = isinstance(v, int if datatype in ("INT64", "INT32") else int | float) and not isinstance(v, bool)
+    if not ok:
+        raise ValueError(f"expected {_EXPECTED.get(datatype, 'a number')} ({datatype}), got {_kind(v)}")
     if datatype in _FLOATS:
         if not math.isfinite(v):
-            raise ValueError(f"{where}: expected a finite number ({datatype}), got {_short(v)}")
+            raise ValueError(f"expected a finite number ({datatype}), got {_short(v)}")
         return float(v)
     return v
 
@@ -325,9 +328,9 @@ def _column(t: RequestInput, kinds: tuple[str, ...], max_records: int) -> list[A
     out = []
     for i, v in enumerate(data):
         try:
-            out.append(_element(f"inputs[{t.name}].data[{i}]", v, t.datatype))
+            out.append(_element(v, t.datatype))
         except ValueError as e:
-            raise OIPError(str(e), (*at, "data", i)) from None
+            raise OIPError(f"inputs[{t.name}].data[{i}]: {e}", (*at, "data", i)) from None
     return out
 
 

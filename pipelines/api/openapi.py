@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from pipelines.api.bodies import ErrorBody
+from pipelines.api.oip import InferenceRequest
 
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 _COMMON: dict[str, str] = {
@@ -42,7 +43,10 @@ def complete_openapi(app: FastAPI) -> dict[str, Any]:
         return app.openapi_schema
     doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    schemas["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    for model in (ErrorBody, InferenceRequest):  # bodies a route reads or answers outside FastAPI's view
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
     doc["components"]["securitySchemes"] = {
         "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
         "bearer": {"type": "http", "scheme": "bearer"},
