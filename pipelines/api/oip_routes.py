@@ -8,11 +8,11 @@ served release answers.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic_core import to_json
 
 from pipelines.api import oip
 from pipelines.api.bodies import ModelSelector
@@ -138,7 +138,7 @@ def _infer_routes(router: APIRouter, request_model: type[ScoreRequest], max_reco
             doc = oip.response_document(answers, name, body.outputs, rt.params.serve.labels, body.id)
         except oip.OIPError as err:
             raise HTTPException(err.status, err.message) from None
-        return json_answer(json.dumps(doc, separators=(",", ":")))
+        return json_answer(to_json(doc))
 
     @router.post("/models/{name}/infer", response_model=oip.InferenceResponse, openapi_extra=REQUEST_BODY)
     async def infer_model(

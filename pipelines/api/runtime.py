@@ -63,13 +63,16 @@ def _direct(engine: ServingEngine) -> Score:
     return score
 
 
-def runtime(request: Request) -> Runtime:
-    """FastAPI dependency: the app's runtime (set by `pipelines.api.app.build_app`)."""
+async def runtime(request: Request) -> Runtime:
+    """FastAPI dependency: the app's runtime (set by `pipelines.api.app.build_app`).
+
+    The dependencies here are `async def` although they wait on nothing: FastAPI runs a plain `def`
+    dependency in its thread pool, a thread hand-off on every request of the hot path."""
     rt: Runtime = request.app.state.runtime
     return rt
 
 
-def require_admin(request: Request) -> str:
+async def require_admin(request: Request) -> str:
     """FastAPI dependency of the admin routes: the caller's key id, or 403.
 
     The guard middleware marks a request `admin` when it carries a key of serve.admin_key_env, or when
