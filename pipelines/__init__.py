@@ -5,7 +5,7 @@ ingest, validate, features, feature_store, dataset, train, evaluate, register, c
 batch_predict, monitor. They never import each other; what they share lives below them: the libraries
 (sources/, serving/, monitoring/), artifacts.py (what stages hand each other), model/ and engines/, and
 the foundations (config.py, sections.py, contract.py, io.py, errors.py, stage_cli.py,
-declared.py). ops/ (the
-`sluice` CLI, the canary) and summary.py sit above the stages. pyproject.toml's import-linter contracts
-check this order (`make lint`).
+declared.py). ops/ (the `sluice` CLI, the canary, deployments, batch scoring jobs) and summary.py sit
+above the stages, and api/ (the HTTP API the BentoML service mounts: /predict, /v1, /v2) above ops.
+pyproject.toml's import-linter contracts check this order (`make lint`).
 """
