@@ -111,10 +111,7 @@ def _batched(engine: ServingEngine) -> Score:
 
     async def score(call: ScoreCall) -> list[ScoreResponse]:
         if len(call.records) > CFG.max_batch_size:
-            [answer] = await engine.score_calls([call])
-            if isinstance(answer, Exception):
-                raise answer
-            return answer
+            return await engine.score_call(call)
         # the batcher raises the Exception a request's answer is (score_calls isolates failures)
         return cast("list[ScoreResponse]", await batch(call))
 

@@ -150,14 +150,7 @@ def _allowed_methods(app: FastAPI, scope: Any) -> list[str]:
 
 
 def _status_of(exc: StageError) -> int:
-    """The status the ops layer suggests (`http_status` / `status_code`), else by kind: 404 for a thing
-    not found, 409 for a state conflict, 422 for a request that cannot be done."""
+    """The status the ops layer's error carries (jobs: `http_status`, deployments: `status_code`), else
+    422: a request that cannot be done."""
     suggested = getattr(exc, "http_status", None) or getattr(exc, "status_code", None)
-    if isinstance(suggested, int) and 400 <= suggested < 500:
-        return suggested
-    name = type(exc).__name__
-    if name.endswith("NotFound"):
-        return 404
-    if name in ("GateNotPassed", "CanaryError", "DeployConflict"):
-        return 409
-    return 422
+    return suggested if isinstance(suggested, int) and 400 <= suggested < 500 else 422

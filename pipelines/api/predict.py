@@ -16,7 +16,6 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from pipelines.api.bodies import ModelSelector, Prediction, Predictions
 from pipelines.api.runtime import Runtime, request_id, runtime
-from pipelines.contract import CHALLENGER, CHAMPION
 from pipelines.serving import ScoreRequest, ScoreResponse
 from pipelines.serving.engine import ScoreCall
 from pipelines.serving.routing import Routing
@@ -69,10 +68,7 @@ def predict_router(request_model: type[ScoreRequest], max_records: int) -> APIRo
     ) -> Response:
         """Score up to serve.max_records events in one call (not merged with other requests)."""
         call = ScoreCall(body.records, request_id=request_id(request), source="api_batch")  # type: ignore[attr-defined]
-        [answer] = await rt.ready_engine().score_calls([call])
-        if isinstance(answer, Exception):
-            raise answer
-        return json_answer(_ANSWERS.dump_json(answer))
+        return json_answer(_ANSWERS.dump_json(await rt.ready_engine().score_call(call)))
 
     @router.post("/v1/predict", response_model=Prediction | Predictions, tags=["v1"])
     async def predict_v1(
@@ -111,7 +107,7 @@ def select_arm(selector: ModelSelector, routing: Routing, model_name: str) -> st
         raise HTTPException(404, f"model {selector.name!r} is not served here; served: {model_name!r}")
     served = {rel.version: arm for arm, rel in routing.arms.items()}
     if selector.alias is not None:
-        if selector.alias not in (CHAMPION, CHALLENGER) or selector.alias not in routing.arms:
+        if selector.alias not in routing.arms:  # the arms are the served aliases: champion, challenger
             raise HTTPException(
                 404,
                 f"alias {selector.alias!r} of {model_name!r} is not served; "

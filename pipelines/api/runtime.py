@@ -39,7 +39,7 @@ class Runtime:
     def install(self, engine: ServingEngine, score: Score | None = None) -> None:
         """Serve with `engine`; `score` batches calls (None: each call is scored on its own)."""
         self.engine = engine
-        self.score = score or _direct(engine)
+        self.score = score or engine.score_call
 
     def ready_engine(self) -> ServingEngine:
         """The engine, or 503 while the service is starting."""
@@ -51,16 +51,6 @@ class Runtime:
         if self.score is None:
             raise NotReady("service is starting: no engine yet")
         return self.score
-
-
-def _direct(engine: ServingEngine) -> Score:
-    async def score(call: ScoreCall) -> list[ScoreResponse]:
-        [answer] = await engine.score_calls([call])
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    return score
 
 
 async def runtime(request: Request) -> Runtime:

@@ -196,8 +196,12 @@ class ServingEngine:
     async def predict(
         self, records: Sequence[ScoreRequest], source: str = "api", arm: str | None = None
     ) -> list[ScoreResponse]:
-        """Score a batch of requests (one /predict_batch call, a test); raises what failed it (counted)."""
-        [answer] = await self.score_calls([ScoreCall(records, arm=arm, source=source)])
+        """Score a batch of requests (a test, a script); raises what failed it (counted)."""
+        return await self.score_call(ScoreCall(records, arm=arm, source=source))
+
+    async def score_call(self, call: ScoreCall) -> list[ScoreResponse]:
+        """One request scored on its own (not batched with others); raises what failed it (counted)."""
+        [answer] = await self.score_calls([call])
         if isinstance(answer, Exception):
             raise answer
         return answer

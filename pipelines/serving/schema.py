@@ -109,7 +109,7 @@ class ScoreResponse(BaseModel):
     prediction_id: str
     event_id: str | None = None
     entity_id: str
-    score: float = Field(description="Fraud probability in [0, 1].")
+    score: float = Field(description="The model's probability of the positive class, in [0, 1].")
     decision: int = Field(description="1 when score >= threshold (flag the event), else 0.")
     threshold: float
     model_name: str
