@@ -15,7 +15,6 @@ Expectations on optional columns (contract.OPTIONAL_COLUMNS) are skipped for par
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -26,138 +25,19 @@ import pyarrow.parquet as pq
 
 from pipelines import io
 from pipelines.config import Params
-from pipelines.contract import OPTIONAL_COLUMNS
+from pipelines.engines.gx_suite import (  # the suite's reading and GX runs, shared with pipelines.ingestion
+    failed_expectations,
+    load_suite,
+    suite_for_columns,
+    suite_parameters,
+    validate_frames,
+)
 from pipelines.errors import GateFailed, StageError
 
 log = logging.getLogger(__name__)
+_SHOWN_FAILURES = 10  # failed partitions listed in the error; the rest are in summary.json
 
-DOCS_SITE = "sluice_validation"
 RESULT_FILE = "validation_result.json"
-
-
-def load_suite(path: Path) -> dict[str, Any]:
-    """The suite as a JSON mapping ({name, expectations: [{type, kwargs, meta}], meta})."""
-    if not path.is_file():
-        raise StageError(f"{path}: expectation suite not found (validate.suite in params.yaml)")
-    try:
-        suite = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise StageError(f"{path}: expectation suite is not valid JSON: {err}") from None
-    if (
-        not isinstance(suite, dict)
-        or not suite.get("name")
-        or not isinstance(suite.get("expectations"), list)
-    ):
-        raise StageError(f"{path}: expected a GX suite object with 'name' and an 'expectations' list")
-    return suite
-
-
-def suite_for_columns(suite: dict[str, Any], columns: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """The suite minus expectations on optional columns the partition lacks; also the skipped columns."""
-    present = set(columns)
-    skipped = sorted({c for c in OPTIONAL_COLUMNS if c not in present})
-    kept = [e for e in suite["expectations"] if e.get("kwargs", {}).get("column") not in skipped]
-    name = suite["name"] if not skipped else f"{suite['name']}__without_{'_'.join(skipped)}"
-    return {**suite, "name": name, "expectations": kept}, skipped
-
-
-def failed_expectations(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Failed expectations of a GX validation result dict: type, column and what was observed."""
-    failed = []
-    for r in result.get("results", []):
-        if r.get("success"):
-            continue
-        cfg = r.get("expectation_config", {})
-        res = r.get("result") or {}
-        exc = r.get("exception_info") or {}
-        # GX keys exception_info by metric id when a metric raised (e.g. a missing column)
-        messages = [
-            v.get("exception_message")
-            for v in ([exc] if "raised_exception" in exc else exc.values())
-            if isinstance(v, dict) and v.get("exception_message")
-        ]
-        detail: dict[str, Any] = {"type": cfg.get("type"), "column": cfg.get("kwargs", {}).get("column")}
-        if messages:
-            detail["error"] = str(messages[0]).splitlines()[0][:300]
-        for key in ("observed_value", "unexpected_count", "unexpected_percent"):
-            if key in res:
-                detail[key] = res[key]
-        failed.append(detail)
-    return failed
-
-
-def validate_frames(
-    frames: dict[dt.date, pd.DataFrame],
-    suite: dict[str, Any],
-    parameters: dict[str, Any],
-    docs_dir: Path | None = None,
-    origin: str = "expectation suite",
-) -> dict[dt.date, dict[str, Any]]:
-    """Validate each partition frame with one ephemeral GX context; GX result dicts by date.
-
-    `parameters` fills the suite's $PARAMETER placeholders. With `docs_dir`, GX data docs for every
-    validation are built there (index.html, one page per validation and per suite).
-    """
-    import great_expectations as gx
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    for old in list(ctx.list_data_docs_sites()):
-        ctx.delete_data_docs_site(old)  # the default site writes to a temp dir nobody reads
-    if docs_dir is not None:
-        # SiteBuilder takes show_how_to_buttons, which GX's TypedDict of site configs does not list
-        site: dict[str, Any] = {
-            "class_name": "SiteBuilder",
-            "show_how_to_buttons": False,
-            "store_backend": {
-                "class_name": "TupleFilesystemStoreBackend",
-                "base_directory": str(docs_dir),
-            },
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        }
-        ctx.add_data_docs_site(DOCS_SITE, site)  # type: ignore[arg-type]
-    batch_def = (
-        ctx.data_sources.add_pandas("raw")
-        .add_dataframe_asset("transactions")
-        .add_batch_definition_whole_dataframe("partition")
-    )
-    definitions: dict[str, Any] = {}  # one suite + validation definition per distinct column set
-    results: dict[dt.date, dict[str, Any]] = {}
-    run_time = dt.datetime.now(dt.UTC)
-    for day, frame in sorted(frames.items()):
-        sub, _ = suite_for_columns(suite, list(frame.columns))
-        vd = definitions.get(sub["name"])
-        if vd is None:
-            gx_suite = ctx.suites.add(_gx_suite(gx, sub, origin))
-            vd = ctx.validation_definitions.add(
-                gx.ValidationDefinition(name=f"validate {sub['name']}", data=batch_def, suite=gx_suite)
-            )
-            definitions[sub["name"]] = vd
-        result = vd.run(
-            batch_parameters={"dataframe": frame},
-            expectation_parameters=parameters,
-            # the run name shows the partition in data docs; one run time for the whole run
-            run_id=RunIdentifier(run_name=f"date={day.isoformat()}", run_time=run_time),
-        )
-        results[day] = result.to_json_dict()
-    if docs_dir is not None:
-        ctx.build_data_docs(site_names=[DOCS_SITE])
-    return results
-
-
-def _gx_suite(gx: Any, suite: dict[str, Any], origin: str) -> Any:
-    """gx.ExpectationSuite from the JSON, refusing entries GX would silently drop or cannot build."""
-    try:
-        built = gx.ExpectationSuite(**suite)
-    except Exception as err:
-        raise StageError(f"{origin}: not a valid GX expectation suite: {err}") from None
-    if len(built.expectations) != len(suite["expectations"]):
-        known = {e.expectation_type for e in built.expectations}
-        bad = sorted({e.get("type", "?") for e in suite["expectations"]} - known)
-        raise StageError(f"{origin}: invalid expectation(s) {bad} (unknown type or bad kwargs)")
-    return built
 
 
 def _read_partition(part: Path) -> pd.DataFrame:
@@ -236,11 +116,7 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
         raise StageError(
             f"{paths.raw}: no raw partitions for [{start}, {end}); run ingest for this range first"
         )
-    parameters = {
-        "min_rows": params.validate_.min_rows,
-        "max_rows": params.validate_.max_rows,
-        "max_amount": params.validate_.max_amount,
-    }
+    parameters = suite_parameters(params.validate_)
     frames, unreadable = _read_all(parts)
     report_dir = paths.reports / "validation"
     partitions: dict[str, dict[str, Any]] = {}
@@ -267,11 +143,29 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
 
     log.info("validate: %d passed, %d failed", summary["passed"], summary["failed"])
     if failures:
+        shown = failures[:_SHOWN_FAILURES]
+        if len(failures) > _SHOWN_FAILURES:
+            shown.append(f"... and {len(failures) - _SHOWN_FAILURES} more in {report_dir / 'summary.json'}")
         raise GateFailed(
-            f"validation failed for {len(failures)} of {len(parts)} partition(s) "
-            f"(suite {suite_name}): " + "; ".join(failures) + f". Report: {summary['data_docs']}"
+            f"validation failed for {len(failures)} of {len(parts)} partition(s) (suite {suite_name}), "
+            "quarantined:\n  " + "\n  ".join(shown) + f"\nReport: {summary['data_docs']}"
         )
     return summary
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """The validation summary as a short table: days and rows passed (all of them: a failure raises)."""
+    entries = summary["partitions"].values()
+    rows = sum(e["rows"] or 0 for e in entries)
+    expectations = max((e["evaluated"] for e in entries), default=0)
+    skipped = sorted({c for e in entries for c in e["skipped_optional_columns"]})
+    lines = [
+        f"{summary['passed']} of {len(entries)} days passed {expectations} expectations, {rows:,} rows",
+        f"report {summary['data_docs']} (full results: summary.json beside it)",
+    ]
+    if skipped:
+        lines.append(f"optional columns absent, their expectations skipped: {', '.join(skipped)}")
+    return "\n".join(lines)
 
 
 def _publish(part: Path, validated: Path, quarantine: Path, day: dt.date) -> Path:
@@ -309,4 +203,4 @@ def _quarantine(
 if __name__ == "__main__":
     from pipelines.stage_cli import stage_main
 
-    stage_main(run, "validate")
+    stage_main(run, "validate", describe)

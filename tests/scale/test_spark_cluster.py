@@ -85,12 +85,12 @@ def _run_stage(stage: str, params_file: Path, logs: Path) -> dict[str, Any]:
     env = {**os.environ, "SLUICE_SPARK_DRIVER_MEMORY": "1g"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(
-        [sys.executable, "-m", f"pipelines.{stage}", "--params", str(params_file)],
+        [sys.executable, "-m", f"pipelines.{stage}", "--params", str(params_file), "--json"],
         capture_output=True, text=True, env=env, timeout=420, cwd=params_file.parent,
     )  # fmt: skip
     (logs / f"{stage}.log").write_text(proc.stdout + proc.stderr)
     assert proc.returncode == 0, f"{stage} on the cluster failed:\n{proc.stderr[-4000:]}"
-    # stage_main prints the summary as indented JSON, last thing on stdout
+    # --json: stage_main prints the summary as indented JSON, last thing on stdout
     return json.loads(proc.stdout[proc.stdout.rindex("\n{") + 1 if "\n{" in proc.stdout else 0 :])
 
 
