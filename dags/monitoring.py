@@ -7,8 +7,11 @@ On `monitor.schedule` from params.yaml (default daily), for the run's data inter
 1. **monitor**: `pipelines.monitor.run`: Evidently drift of the champion's inputs and scores (reference =
    its training window) against the prediction log (or batch predictions), missing-value/range checks,
    live precision/recall/PR AUC/calibration per model version and arm from late labels, a retrain
-   decision with a cooldown (`monitor.cooldown_days`). Writes `reports/monitoring/<date>/` (Evidently
-   HTML + summary.json), `reports/monitoring/metrics.prom` and the dashboard `reports/monitoring/index.html`.
+   decision with a cooldown (`monitor.cooldown_days`). The interval is monitored as given (the test-window
+   default is for a run over exactly data.start..data.end, what `dvc repro` passes). Adds the day's run to
+   the Evidently workspace
+   (`monitor.workspace`; its dashboard: `make monitor-ui`) and writes `reports/monitoring/<date>/`
+   (Evidently HTML + summary.json) and `reports/monitoring/metrics.prom`.
 2. **retrain**: only when the decision says so (otherwise skipped, which emits nothing): emits
    `sluice://retrain` with extra `start`/`end` = the `monitor.retrain_window_days` before the window end,
    which triggers the `training` DAG. The new version is only a challenger: the offline gate and the

@@ -260,6 +260,13 @@ class MonitorParams(Section):
 
     # cron or preset of the monitoring DAG (read by dags/ only)
     schedule: str = "@daily"
+    # what a run over exactly data.start..data.end (what `dvc repro` passes) monitors: `test` = the days after
+    # data/dataset's validation split (the champion neither trained nor early-stopped on them), live
+    # metrics included; `data` = the whole range, training days included. Any other range (--start/--end,
+    # the Airflow data interval) is monitored as given.
+    window: Literal["test", "data"] = "test"
+    # the Evidently workspace each run is added to (`make monitor-ui`), relative to the project root
+    workspace: str = "reports/monitoring/workspace"
     # live metrics join predictions of the N days before the window end with the labels arrived by then
     metrics_window_days: int = Field(14, gt=0)
     # hours until a label arrives; None = ingest.synthetic.label_delay_hours

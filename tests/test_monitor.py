@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,8 +15,9 @@ from pipelines.errors import StageError
 from pipelines.monitoring.decision import decide_retrain, retrain_extra
 from pipelines.monitoring.drift import choose_methods, drift_report, drift_summary, quality_checks
 from pipelines.monitoring.inputs import features_asof
-from pipelines.monitoring.live import arrived_labels, join_labels, live_metrics
+from pipelines.monitoring.live import arrived_labels, join_labels, live_metrics, service_health
 from pipelines.sections import MonitorParams
+from tests.conftest import make_project
 
 pytestmark = pytest.mark.unit
 
@@ -195,3 +198,67 @@ def test_retrain_extra_only_when_retraining() -> None:
         "monitored": "2026-02-28",
     }
     assert retrain_extra({**yes, "retrain": False, "retrain_window": None}) is None
+
+
+def test_window_default_is_the_test_window_only_for_the_data_range(tmp_path: Path) -> None:
+    from pipelines.monitoring.window import monitor_window
+
+    params = make_project(tmp_path / "project", {"data": {"start": "2026-01-01", "end": "2026-03-01"}})
+    start, end = params.data.start, params.data.end
+    with pytest.raises(StageError, match="run the dataset stage"):  # no dataset summary yet
+        monitor_window(params, start, end)
+    params.paths.dataset.mkdir(parents=True)
+    splits = {"valid": {"end": "2026-02-20T03:29:51+00:00"}}
+    (params.paths.dataset / "summary.json").write_text(json.dumps({"splits": splits}))
+    w = monitor_window(params, start, end)  # what `dvc repro` passes
+    assert (w.start, w.end, w.kind, w.metrics_floor) == (dt.date(2026, 2, 21), end, "test", w.start)
+    assert "did not train on" in w.reason
+    given = monitor_window(params, dt.date(2026, 2, 27), dt.date(2026, 2, 28))  # Airflow's interval
+    assert (given.start, given.kind, given.metrics_floor) == (dt.date(2026, 2, 27), "given", None)
+    whole = params.model_copy(update={"monitor": params.monitor.model_copy(update={"window": "data"})})
+    assert monitor_window(whole, start, end).start == start
+    (params.paths.dataset / "summary.json").write_text(json.dumps({"splits": {}}))
+    with pytest.raises(StageError, match=r"no splits\.valid\.end"):
+        monitor_window(params, start, end)
+
+
+def test_service_health_per_version_and_arm() -> None:
+    preds = pd.DataFrame(
+        {
+            "model_version": ["1", "1", "1", "2"],
+            "arm": ["champion", "champion", "champion", "challenger"],
+            "latency_ms": [10.0, 20.0, 230.0, 40.0],
+            "challenger_fallback": [False, False, True, False],  # the third: routed to v2, which failed
+            "feature_source": ["online", "new_entity", "online", "online"],
+            "cached": [True, False, False, False],
+        }
+    )
+    health = {r["arm"]: r for r in service_health(preds)}
+    champion = health["champion"]
+    assert champion["requests"] == 3 and champion["latency_p50_ms"] == 20.0
+    assert champion["challenger_fallback_share"] == pytest.approx(1 / 3)
+    assert champion["feature_fallback_share"] == pytest.approx(1 / 3) == champion["cached_share"]
+    assert health["challenger"]["latency_p99_ms"] == 40.0
+    batch = service_health(preds[["model_version", "arm"]])  # batch predictions: requests only
+    assert set(batch[0]) == {"model_version", "arm", "requests"}
+
+
+def test_training_run_and_merge_of_evidently_reports() -> None:
+    from pipelines.monitoring.inputs import VersionRecord
+    from pipelines.monitoring.runs import facts_report, merge, training_run
+
+    record = VersionRecord("2", dt.datetime(2026, 1, 3), {"pr_auc": 0.61}, "fail", ["challenger"])
+    run = training_run(record)
+    assert run is not None
+    model = run.to_snapshot_model()
+    values = {r.metric_value_location.metric.params["fact"]: r.value for r in model.metric_results.values()}
+    assert values == {"offline_pr_auc": 0.61, "gate_pass": 0.0}  # metrics the release lacks: no value
+    assert model.timestamp == record.created and {"training", "v2", "gate:fail", "alias:challenger"} <= set(
+        model.tags
+    )
+    other = facts_report([("retrain", "", "", True)])
+    assert other is not None
+    both = merge([("a", "", run), ("b", "", other)], name="x", timestamp=record.created, tags=[], meta={})
+    assert len(both.to_snapshot_model().metric_results) == 3
+    with pytest.raises(ValueError, match="metric ids in two merged reports"):
+        merge([("a", "", run), ("again", "", run)], name="x", timestamp=record.created, tags=[], meta={})

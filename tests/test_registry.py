@@ -88,6 +88,16 @@ def test_alias_moves_history_and_tags(
     assert version_uri(name, v2) == "models:/m_moves/2"
 
 
+def test_versions_oldest_first(registry: Registry, tmp_path: Path) -> None:
+    name = "m_versions"
+    assert registry.versions(name) == []  # no such model
+    for run in ("r1", "r2", "r3"):
+        _register(registry, name, run, tmp_path)
+    got = registry.versions(name)
+    assert [str(v.version) for v in got] == ["1", "2", "3"]
+    assert ReleaseTags.from_tags(dict(got[0].tags)) == TAGS and got[0].creation_timestamp > 0
+
+
 def test_rollout_state_roundtrip(registry: Registry, tmp_path: Path) -> None:
     name = "m_rollout"
     assert registry.get_rollout_state(name).challenger_weight == 0.0

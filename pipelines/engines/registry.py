@@ -231,6 +231,13 @@ class Registry:
             f"{model_uri}: {len(found)} logged models of that name in run {run_id}; pass models:/m-<id>"
         )
 
+    def versions(self, name: str) -> list[ModelVersion]:
+        """Every version of `name`, oldest first (empty when the model does not exist)."""
+        if not self.model_exists(name):
+            return []
+        found = self.client.search_model_versions(f"name = '{_quote(name)}'")
+        return sorted(found, key=lambda v: int(v.version))
+
     def get_version(self, name: str, version: str | int) -> ModelVersion:
         return self.client.get_model_version(name, str(version))
 

@@ -67,13 +67,16 @@ def drift_report(
     cfg: MonitorParams,
     categorical: Collection[str],
 ) -> tuple[Any, dict]:
-    """Run Evidently's DataDriftPreset on the shared columns; returns (snapshot, per-column results).
+    """Run Evidently's DataDriftPreset on the shared feature columns, a ValueDrift of the score column and
+    the missing-value share of each column; returns (snapshot, per-column drift results).
 
-    `categorical` names the categorical columns; every other column is numeric.
+    `categorical` names the categorical columns; every other column is numeric. The score is left out of
+    the preset so that Evidently's share of drifted columns is the share of drifted features.
     Per-column results: {column: {method, threshold, score, drifted}}; `drifted` is Evidently's own test
     verdict (p-value below / distance at or above the threshold, by method).
     """
     from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import MissingValueCount, ValueDrift
     from evidently.presets import DataDriftPreset
 
     cols = [c for c in reference.columns if c in current.columns]
@@ -87,14 +90,22 @@ def drift_report(
     num = [c for c in usable if c not in categorical]
     definition = DataDefinition(numerical_columns=num, categorical_columns=cat)
     ref_u, cur_u = _categories(ref[usable], cat), _categories(cur[usable], cat)
+    features = [c for c in usable if c != SCORE]
     preset = DataDriftPreset(
-        columns=usable,
-        per_column_method=methods,
-        per_column_threshold=thresholds,
+        columns=features,
+        per_column_method={c: methods[c] for c in features},
+        per_column_threshold={c: thresholds[c] for c in features},
         drift_share=cfg.drift_share,
         include_tests=True,
     )
-    snapshot = Report([preset], include_tests=True).run(
+    score = (
+        [ValueDrift(column=SCORE, method=methods[SCORE], threshold=thresholds[SCORE])]
+        if SCORE in usable
+        else []
+    )
+    # data quality: our own checks give the verdicts (quality_checks), so no Evidently tests here
+    missing = [MissingValueCount(column=c, tests=[], share_tests=[]) for c in usable]
+    snapshot = Report([preset, *score, *missing], include_tests=True).run(
         current_data=Dataset.from_pandas(cur_u.reset_index(drop=True), data_definition=definition),
         reference_data=Dataset.from_pandas(ref_u.reset_index(drop=True), data_definition=definition),
     )

@@ -11,6 +11,7 @@
 - the champion: the version the `champion` alias points at, with its release tags, resolved and loaded
   through pipelines.artifacts (pinned version URI, fingerprint checked).
 - labels: the validated events' label of the live-metrics window, with the label delay to apply.
+- the training history: every registered version with its offline metrics and champion-gate verdict.
 
 The model's request-time features are a function argument (`FeatureFn`): the stage passes the model's.
 """
@@ -18,6 +19,7 @@ The model's request-time features are a function argument (`FeatureFn`): the sta
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -147,6 +149,50 @@ def _as_date(value: str) -> dt.date:
     return dt.date.fromisoformat(value[:10])
 
 
+@dataclass(frozen=True)
+class VersionRecord:
+    """One registered version as the training history shows it: when, its offline test metrics (the
+    release's `metrics` tag), the champion gate's verdict (None before any gate ran) and its aliases."""
+
+    version: str
+    created: dt.datetime  # naive UTC, what Evidently's timestamps are
+    metrics: dict[str, float]
+    gate_verdict: str | None
+    aliases: list[str]
+
+
+def _version_record(mv: Any, aliases: dict[str, str]) -> VersionRecord:
+    """The record of a registry ModelVersion; `aliases`: alias -> version of the registered model (a
+    version from search_model_versions does not carry its aliases)."""
+    tags = dict(mv.tags)
+    try:
+        metrics = {k: float(v) for k, v in json.loads(tags.get("metrics") or "{}").items()}
+    except (ValueError, TypeError, AttributeError):  # a version not made by register: no metrics shown
+        metrics = {}
+    created = dt.datetime.fromtimestamp(int(mv.creation_timestamp or 0) / 1000, dt.UTC)
+    return VersionRecord(
+        version=str(mv.version),
+        created=created.replace(tzinfo=None),
+        metrics=metrics,
+        gate_verdict=tags.get("gate.verdict"),
+        aliases=sorted(a for a, v in aliases.items() if v == str(mv.version)),
+    )
+
+
+def registry_history(params: Params) -> list[VersionRecord]:
+    """Every registered version of params' model, oldest first ([] without a registry, like the champion)."""
+    name = params.register_.model_name
+    try:
+        registry = _registry(params)
+        if registry is None:
+            return []
+        aliases = registry.aliases(name)
+        return [_version_record(v, aliases) for v in registry.versions(name)]
+    except Exception as err:  # like find_champion: monitoring goes on without the history, and says so
+        log.warning("monitor: no training history from the registry: %s", err)
+        return []
+
+
 def _registry_champion(registry: Registry, name: str) -> Champion | None:
     from pipelines.engines.registry import ReleaseTags
 
@@ -159,15 +205,21 @@ def _registry_champion(registry: Registry, name: str) -> Champion | None:
     return Champion(version=version, tags=ReleaseTags.from_tags(version.tags))
 
 
-def find_champion(params: Params) -> Champion | None:
-    """The champion of params' registered model, or None (no registry, no model, no champion yet)."""
+def _registry(params: Params) -> Registry | None:
+    """params' registry, None when it is a SQLite file nobody created yet (no run registered anything)."""
     uri = params.tracking_uri
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return None
-    try:
-        from pipelines.engines.registry import open_registry
+    from pipelines.engines.registry import open_registry
 
-        return _registry_champion(open_registry(params), params.register_.model_name)
+    return open_registry(params)
+
+
+def find_champion(params: Params) -> Champion | None:
+    """The champion of params' registered model, or None (no registry, no model, no champion yet)."""
+    try:
+        registry = _registry(params)
+        return None if registry is None else _registry_champion(registry, params.register_.model_name)
     except Exception as err:  # a registry that cannot answer: monitor without it, say so in the summary
         log.warning("monitor: no champion info from the registry: %s", err)
         return None
@@ -266,11 +318,16 @@ class LabelWindow:
     delay_hours: float
 
 
-def label_window(params: Params, start: dt.date, end: dt.date, current: pd.DataFrame) -> LabelWindow:
+def label_window(
+    params: Params, start: dt.date, end: dt.date, current: pd.DataFrame, floor: dt.date | None = None
+) -> LabelWindow:
     """The trailing monitor.metrics_window_days ending at `end` (at least [start, end), whose predictions
-    `current` already holds); the label delay is monitor.label_delay_hours, else the generator's."""
+    `current` already holds), never before `floor` (the test window keeps training days out); the label
+    delay is monitor.label_delay_hours, else the generator's."""
     cfg = params.monitor
     m_start = min(start, end - dt.timedelta(days=cfg.metrics_window_days))
+    if floor is not None:
+        m_start = max(m_start, min(floor, start))
     preds = current_frame(params, m_start, end)[0] if m_start < start else current
     delay = cfg.label_delay_hours
     if delay is None:

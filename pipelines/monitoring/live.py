@@ -1,5 +1,6 @@
 """Live model quality from late labels: which labels have arrived, their join to the predictions, and
-precision / recall / PR AUC / calibration overall and per (model_version, arm); traffic per arm.
+precision / recall / PR AUC / calibration overall and per (model_version, arm); traffic and serving health
+per arm.
 
 A label counts only once arrived: event_timestamp + label delay <= as-of. Predictions and labels join by
 event id; a prediction frame has the `SCORE`, `DECISION`, `MODEL_VERSION` and `ARM` columns.
@@ -40,7 +41,7 @@ def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame
 
 
 def calibration(y: np.ndarray, s: np.ndarray, bins: int) -> tuple[float, list[dict[str, float]]]:
-    """Expected calibration error over equal-width score bins, and the bins (for the dashboard)."""
+    """Expected calibration error over equal-width score bins, and the bins (kept in the summary)."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     idx = np.clip(np.digitize(s, edges[1:-1]), 0, bins - 1)
     ece, rows = 0.0, []
@@ -108,3 +109,35 @@ def traffic(predictions: pd.DataFrame) -> list[dict[str, Any]]:
         {"model_version": str(v), "arm": str(a), "n": int(n), "share": int(n) / total}
         for (v, a), n in g.items()
     ]
+
+
+def _share(part: pd.DataFrame, column: str, bad: Any) -> float | None:
+    """Share of rows where `bad(column)` holds, None when the log has no such column."""
+    if column not in part.columns:
+        return None
+    return float(bad(part[column]).mean())
+
+
+def service_health(predictions: pd.DataFrame) -> list[dict[str, Any]]:
+    """Serving figures per (model_version, arm) from the prediction log's columns: requests, latency p50 /
+    p99 (ms), challenger fallbacks (the challenger failed or was too slow: its errors), feature fallbacks
+    (no online features: new entity, last known, defaults) and cache hits. Batch predictions have none of
+    these columns: only requests then."""
+    if predictions.empty:
+        return []
+    out = []
+    for (version, arm), part in predictions.groupby([MODEL_VERSION, ARM], sort=True, dropna=False):
+        row: dict[str, Any] = {"model_version": str(version), "arm": str(arm), "requests": len(part)}
+        if "latency_ms" in part.columns:
+            lat = pd.to_numeric(part["latency_ms"], errors="coerce").dropna().to_numpy(float)
+            row["latency_p50_ms"] = float(np.percentile(lat, 50)) if len(lat) else None
+            row["latency_p99_ms"] = float(np.percentile(lat, 99)) if len(lat) else None
+        row["challenger_fallback_share"] = _share(
+            part, "challenger_fallback", lambda c: c.fillna(False).astype(bool)
+        )
+        row["feature_fallback_share"] = _share(
+            part, "feature_source", lambda c: c.fillna("online") != "online"
+        )
+        row["cached_share"] = _share(part, "cached", lambda c: c.fillna(False).astype(bool))
+        out.append({k: v for k, v in row.items() if v is not None})
+    return out

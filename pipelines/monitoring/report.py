@@ -1,15 +1,14 @@
-"""What one monitor run reports, and the history of runs.
+"""What one monitor run reports.
 
-Layout under reports/monitoring/: <date>/report.html (Evidently), <date>/summary.json (`day_summary`),
-metrics.prom (Prometheus textfile), index.html (dashboard over every <date>/summary.json, `load_history`)
-and state.json (pipelines.monitoring.decision). <date> is the window's last day. `run_result` is what the
-stage returns (and what the monitoring DAG hands to `decision.retrain_extra`).
+Layout under reports/monitoring/: <date>/report.html (the day's Evidently run as HTML), <date>/summary.json
+(`day_summary`), metrics.prom (Prometheus textfile) and state.json (pipelines.monitoring.decision); the
+same run goes to the Evidently workspace (pipelines.monitoring.workspace). <date> is the window's last day.
+`run_result` is what the stage returns (and what the monitoring DAG hands to `decision.retrain_extra`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,6 @@ from pipelines.monitoring.decision import Decision
 REPORT_FILE = "report.html"
 SUMMARY_FILE = "summary.json"
 PROM_FILE = "metrics.prom"
-DASHBOARD_FILE = "index.html"
 
 
 def json_safe(obj: Any) -> Any:
@@ -43,11 +41,14 @@ def json_safe(obj: Any) -> Any:
 
 @dataclass(frozen=True)
 class Window:
-    """The monitored window [start, end) and the live-metrics window [metrics_start, end)."""
+    """The monitored window [start, end), what kind (test / data / given) and why, and the live-metrics
+    window [metrics_start, end)."""
 
     start: dt.date
     end: dt.date
     metrics_start: dt.date
+    kind: str = "given"
+    reason: str = ""
 
     @property
     def day(self) -> dt.date:
@@ -67,14 +68,17 @@ def day_summary(
     label_delay_hours: float,
     live: dict[str, Any],
     traffic: list[dict[str, Any]],
+    service: list[dict[str, Any]],
     decision: Decision,
 ) -> dict[str, Any]:
-    """The run's summary.json (strict JSON): inputs, drift, quality checks, live metrics, decision."""
+    """The run's summary.json (strict JSON): window, inputs, drift, quality checks, live metrics, traffic
+    and serving health, decision."""
     return json_safe(
         {
             "date": window.day.isoformat(),
             "start": window.start.isoformat(),
             "end": window.end.isoformat(),
+            "window": {"kind": window.kind, "reason": window.reason},
             "current_source": source,
             "rows": rows,
             "champion": champion,
@@ -86,17 +90,22 @@ def day_summary(
             "metrics_window": [window.metrics_start.isoformat(), window.end.isoformat()],
             "live": live,
             "traffic": traffic,
+            "service": service,
             "decision": decision.__dict__,
         }
     )
 
 
-def run_result(summary: dict[str, Any], decision: Decision, out_root: Path) -> dict[str, Any]:
-    """The stage's return value: the verdicts of `summary` and where its files are."""
+def run_result(
+    summary: dict[str, Any], decision: Decision, out_root: Path, workspace: dict[str, Any]
+) -> dict[str, Any]:
+    """The stage's return value: the verdicts of `summary` and where its files and Evidently runs are."""
     drift = summary["drift"]
     day_dir = out_root / summary["date"]
     return {
         "date": summary["date"],
+        "window": [summary["start"], summary["end"]],
+        "window_kind": summary["window"]["kind"],
         "current_source": summary["current_source"],
         "rows": summary["rows"],
         "n_drifted": drift["n_drifted"],
@@ -109,16 +118,6 @@ def run_result(summary: dict[str, Any], decision: Decision, out_root: Path) -> d
         "retrain_window": [decision.window_start, decision.window_end] if decision.retrain else None,
         "report": str(day_dir / REPORT_FILE),
         "summary": str(day_dir / SUMMARY_FILE),
-        "dashboard": str(out_root / DASHBOARD_FILE),
+        "workspace": workspace["workspace"],
+        "evidently_project": workspace["project_id"],
     }
-
-
-def load_history(directory: Path) -> list[dict[str, Any]]:
-    """Every reports/monitoring/<date>/summary.json, oldest first (what the dashboard plots)."""
-    out = []
-    for f in sorted(directory.glob(f"*/{SUMMARY_FILE}")):
-        try:
-            out.append(json.loads(f.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return out
