@@ -20,12 +20,15 @@ help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 setup:  ## create .venv from uv.lock (installs uv with pip when missing)
-	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install -qq --disable-pip-version-check --root-user-action=ignore uv
+	@test -x $(PY) || echo "==> installing the locked environment into .venv (a few minutes the first time)"
+	@$(UV) sync --frozen --quiet
 
+# dvc --quiet: its "Running stage"/lock-file lines go; each stage prints one line itself (pipelines/stage_cli.py)
 run: setup  ## run the whole pipeline on the embedded defaults (dvc repro)
 	@test -d .dvc || $(VENV)/bin/dvc init --quiet $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm)
-	$(VENV)/bin/dvc repro
+	@echo "==> dvc repro: the stages of dvc.yaml whose inputs changed, one line each"
+	@$(VENV)/bin/dvc repro --quiet
 	@$(PY) -m pipelines.summary
 
 test: setup  ## run the test suite (unit, integration, e2e; not slow/ui)
@@ -84,10 +87,43 @@ airflow: setup  ## local Airflow 3 on dags/ (SQLite, airflow_home/); prints URL 
 
 airflow-ui-test: test-ui  ## (old name of test-ui)
 
-.PHONY: bento serve
+.PHONY: bento serve monitor-ui
 
 bento: setup  ## build the fraud_scorer Bento around the registry's champion (its version in the labels)
 	$(PY) bentos/fraud_scorer/build.py
 
 serve: setup  ## serve the registry's champion (+ challenger) on serve.host:serve.port (127.0.0.1:3000)
 	SLUICE_PARAMS=$${SLUICE_PARAMS:-$(CURDIR)/params.yaml} $(VENV)/bin/bentoml serve service:FraudScorer --working-dir bentos/fraud_scorer
+
+# ---- Evidently UI: the monitor stage's runs and dashboard (the workspace params.yaml names) -------------
+MONITOR_UI_PORT ?= 8000
+MONITOR_WORKSPACE ?= $(shell $(PY) -c "from pipelines.config import load_params as l; p = l('params.yaml'); print(p.resolve(p.monitor.workspace))" 2>/dev/null || echo reports/monitoring/workspace)
+
+# DO_NOT_TRACK: otherwise the UI server sends usage telemetry to Evidently's host
+monitor-ui: setup  ## Evidently's UI on the monitoring runs (monitor.workspace), 127.0.0.1:8000 (MONITOR_UI_PORT)
+	@echo "==> monitoring dashboard: http://127.0.0.1:$(MONITOR_UI_PORT)/projects/$$($(PY) -c 'from pipelines.config import load_params; from pipelines.monitoring.workspace import project_id; print(project_id(load_params().register_.model_name))')"
+	DO_NOT_TRACK=1 $(VENV)/bin/evidently ui --workspace $(MONITOR_WORKSPACE) --host 127.0.0.1 --port $(MONITOR_UI_PORT)
+
+# ---- MLflow UI: the runs and the registry of the project's tracking store ---------------------------------
+MLFLOW_PORT ?= 5000
+# what the stages use when params.yaml says mlflow.tracking_uri: null (train.py: the experiment's artifacts)
+MLFLOW_STORE ?= sqlite:///$(CURDIR)/mlflow.db
+MLFLOW_ARTIFACTS ?= file://$(CURDIR)/mlartifacts
+# MLflow 3's UI opens in its GenAI view, whose sidebar has no model registry; the classic one is asked
+# for by this URL query (one page) or chosen with the sidebar's switch, which the browser remembers
+MLFLOW_CLASSIC := workflowType=machine_learning
+
+.PHONY: mlflow-ui
+
+mlflow-ui: setup  ## MLflow UI on mlflow.db (127.0.0.1:5000); prints the URLs of its classic view (runs, registry)
+	@model=$$($(PY) -c 'from pipelines.config import load_params; print(load_params().register_.model_name)'); \
+	url=http://127.0.0.1:$(MLFLOW_PORT); \
+	( for i in $$(seq 1 100); do \
+	    if $(PY) -c "import urllib.request as u; u.urlopen('$$url/health', timeout=2)" 2>/dev/null; then \
+	      echo "==> MLflow UI, classic view: registered model $$model (versions, aliases) and the experiments' runs"; \
+	      echo "    $$url/#/models/$$model?$(MLFLOW_CLASSIC)"; \
+	      echo "    $$url/#/experiments?$(MLFLOW_CLASSIC)"; \
+	      echo "    (a page without that query shows GenAI until 'Model training' is picked in the sidebar, once)"; \
+	      break; fi; sleep 2; done ) &
+	$(VENV)/bin/mlflow server --backend-store-uri $(MLFLOW_STORE) --default-artifact-root $(MLFLOW_ARTIFACTS) \
+		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1

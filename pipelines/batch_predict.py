@@ -344,7 +344,15 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     }
 
 
+def describe(summary: dict[str, Any]) -> str:
+    """Progress line: rows scored, by which version, how many days."""
+    return (
+        f"{summary['rows']:,} events scored by {summary['model_name']} v{summary['model_version']} "
+        f"({summary['alias']}) in {len(summary['partitions'])} days"
+    )
+
+
 if __name__ == "__main__":
     from pipelines.stage_cli import stage_main
 
-    stage_main(run, "batch_predict")
+    stage_main(run, "batch_predict", describe)

@@ -174,7 +174,17 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     return run_gate(params)
 
 
+def describe(summary: dict[str, Any]) -> str:
+    """Progress line: the verdict and against which champion."""
+    against = (
+        "no champion yet: it becomes the first"
+        if summary["champion_version"] is None
+        else f"against champion v{summary['champion_version']}"
+    )
+    return f"v{summary['version']} {summary['verdict']}, {against}"
+
+
 if __name__ == "__main__":
     from pipelines.stage_cli import stage_main
 
-    stage_main(run, "champion_gate")
+    stage_main(run, "champion_gate", describe)

@@ -102,7 +102,14 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     return {"stage": "dataset", "path": str(params.paths.dataset), **summary}
 
 
+def describe(summary: dict[str, Any]) -> str:
+    """Progress line: rows per split."""
+    splits = summary["splits"]
+    parts = ", ".join(f"{name} {split['rows']:,}" for name, split in splits.items())
+    return f"{summary['rows']:,} rows with point-in-time features: {parts}"
+
+
 if __name__ == "__main__":
     from pipelines.stage_cli import stage_main
 
-    stage_main(run, "dataset")
+    stage_main(run, "dataset", describe)

@@ -61,7 +61,15 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     return {"verdict": "pass", **{k: metrics[k] for k in ("roc_auc", "pr_auc", "recall_at_fpr", "threshold")}}
 
 
+def describe(summary: dict[str, Any]) -> str:
+    """Progress line: the test-window metrics that passed the thresholds."""
+    return (
+        f"{summary['verdict']}: test PR AUC {summary['pr_auc']:.3f}, ROC AUC {summary['roc_auc']:.3f}, "
+        f"recall {summary['recall_at_fpr']:.3f} at the FPR budget"
+    )
+
+
 if __name__ == "__main__":
     from pipelines.stage_cli import stage_main
 
-    stage_main(run, "evaluate")
+    stage_main(run, "evaluate", describe)

@@ -8,7 +8,7 @@ from typing import Any
 from pipelines import io
 from pipelines.config import Params
 from pipelines.contract import FEATURE_VIEW
-from pipelines.engines.feast_store import apply
+from pipelines.engines.feast_store import apply, materialize
 from pipelines.errors import StageError
 
 
@@ -31,9 +31,7 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
         )
     store = apply(params)
     # Feast's end bound is inclusive: stop 1 µs before `end` so the next day's midnight events stay out
-    store.materialize(
-        _as_utc(start), _as_utc(end) - dt.timedelta(microseconds=1), feature_views=[FEATURE_VIEW]
-    )
+    materialize(store, _as_utc(start), _as_utc(end) - dt.timedelta(microseconds=1), [FEATURE_VIEW])
     return {
         "stage": "feature_store",
         "start": start.isoformat(),
@@ -46,7 +44,15 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     }
 
 
+def describe(summary: dict[str, Any]) -> str:
+    """Progress line: days materialized and where."""
+    return (
+        f"{summary['partitions']} days of {summary['feature_view']} materialized into the "
+        f"{summary['online_store']} online store"
+    )
+
+
 if __name__ == "__main__":
     from pipelines.stage_cli import stage_main
 
-    stage_main(run, "feature_store")
+    stage_main(run, "feature_store", describe)

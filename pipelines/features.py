@@ -198,7 +198,12 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     }
 
 
+def describe(summary: dict[str, Any]) -> str:
+    """Progress line: feature rows and days written."""
+    return f"{summary['rows']:,} feature rows for {summary['dates_written']} days"
+
+
 if __name__ == "__main__":
     from pipelines.stage_cli import stage_main
 
-    stage_main(run, "features")
+    stage_main(run, "features", describe)

@@ -61,7 +61,18 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     return summary
 
 
+def describe(summary: dict[str, Any]) -> str:
+    """Progress line: events and days written, the label rate, stale days removed."""
+    days, source = summary["partitions_written"], summary["source"]
+    text = f"{summary['rows']:,} events in {days} days from the {source} source"
+    if summary["label_rate"] is not None:
+        text += f", {summary['label_rate']:.2%} labelled positive"
+    if summary["partitions_removed"]:
+        text += f"; {len(summary['partitions_removed'])} stale day(s) removed"
+    return text
+
+
 if __name__ == "__main__":
     from pipelines.stage_cli import stage_main
 
-    stage_main(run, "ingest")
+    stage_main(run, "ingest", describe)

@@ -119,7 +119,14 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     return summary
 
 
+def describe(summary: dict[str, Any]) -> str:
+    """Progress line: the registered version and its aliases."""
+    state = "registered" if summary["created"] else "already registered"
+    aliases = ", ".join(summary["aliases"]) or "none"
+    return f"{summary['name']} v{summary['version']} {state} (aliases: {aliases})"
+
+
 if __name__ == "__main__":
     from pipelines.stage_cli import stage_main
 
-    stage_main(run, "register")
+    stage_main(run, "register", describe)

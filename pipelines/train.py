@@ -27,6 +27,9 @@ from pipelines.model.training import fit_release
 log = logging.getLogger(__name__)
 
 RELEASE_ARTIFACT = "release"
+# MLflow 3's UI opens an experiment by its kind: this one's is model training (runs, metrics, models), not
+# the GenAI traces view it assumes for an experiment without the tag
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def ensure_experiment(params: Params) -> str:
@@ -38,9 +41,13 @@ def ensure_experiment(params: Params) -> str:
     use_tracking_uri(params.tracking_uri)
     name = params.mlflow.experiment
     exp = mlflow.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return mlflow.create_experiment(name, artifact_location=params.paths.mlflow_artifacts.as_uri())
+    if exp is None:
+        location = params.paths.mlflow_artifacts.as_uri()
+        return mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+    for key, value in EXPERIMENT_KIND.items():
+        if exp.tags.get(key) != value:  # an experiment created before the tag
+            mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
 
 
 def _flat(prefix: str, obj: Any) -> dict[str, Any]:
@@ -128,7 +135,15 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     return {**{k: doc[k] for k in ("run_id", "model_uri", "model_kind", "fingerprint", "device")}, **metrics}
 
 
+def describe(summary: dict[str, Any]) -> str:
+    """Progress line: model kind, device, validation metrics, MLflow run."""
+    return (
+        f"{summary['model_kind']} on {summary['device']}: valid PR AUC {summary['valid_pr_auc']:.3f}, "
+        f"ROC AUC {summary['valid_roc_auc']:.3f} (MLflow run {summary['run_id'][:8]})"
+    )
+
+
 if __name__ == "__main__":
     from pipelines.stage_cli import stage_main
 
-    stage_main(run, "train")
+    stage_main(run, "train", describe)

@@ -99,3 +99,16 @@ def test_unparsable_timestamps_fail_with_the_column_named(tmp_path: Path) -> Non
         StageError, match=r"'trans_date_trans_time' \(mapped to event_timestamp\): 1 unparsable"
     ):
         ingest.run(params, D(2026, 1, 1), D(2026, 1, 2))
+
+
+def test_log_outside_the_configured_range_says_both_ranges_and_what_to_edit(tmp_path: Path) -> None:
+    params, _ = csv_project(tmp_path, kaggle_frame(D(2026, 1, 1), D(2026, 1, 4)), KAGGLE_COLUMNS)
+    with pytest.raises(StageError) as err:
+        ingest.run(params, D(2025, 6, 1), D(2025, 7, 1))
+    message = str(err.value)
+    assert "events dated 2026-01-01 to 2026-01-03" in message
+    assert "[2025-06-01, 2025-07-01)" in message
+    assert 'data.start: "2026-01-01" and data.end: "2026-01-04"' in message
+    assert not params.paths.raw.exists()
+    # a day without events inside the log's span is a gap, not an error
+    assert ingest.run(params, D(2026, 1, 2), D(2026, 1, 3))["rows"] > 0

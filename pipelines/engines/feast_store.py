@@ -14,10 +14,14 @@ serving process wraps it with a timeout, a circuit breaker and fallbacks; tests 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
+import logging
 import threading
 import types
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 DEFINITIONS_FILE = "definitions.py"
+
+log = logging.getLogger(__name__)
 
 
 # The point-in-time join pairs every request row with all of its entity's feature rows before keeping the
@@ -138,6 +144,42 @@ def apply(params: Params) -> FeatureStore:
     return store
 
 
+@contextlib.contextmanager
+def offline_queries() -> Iterator[None]:
+    """Run Feast offline-store work, then close the DuckDB connection it ran on.
+
+    Feast's DuckDB store queries through ibis' process-global default backend, which nothing closes: it
+    keeps its memory until exit, where duckdb's bindings then report dozens of "leaked" objects. Closing
+    it here is safe: ibis opens a fresh one on the next query. Feast resets the warning filters at import;
+    ibis' DeprecationWarning about DuckDB's renamed fetch_arrow_table, on every query, is silenced here.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        import ibis
+
+        backend = ibis.options.default_backend
+        if backend is not None:
+            backend.disconnect()
+            ibis.options.default_backend = None
+
+
+def materialize(store: FeatureStore, start: dt.datetime, end: dt.datetime, views: list[str]) -> None:
+    """Materialize `views` for [start, end] (inclusive, Feast's bounds) into the online store.
+
+    Feast announces each view with print(); that goes to this module's log (INFO) instead of stdout,
+    where it would break the stage's one-line progress.
+    """
+    banner = io.StringIO()
+    with offline_queries(), contextlib.redirect_stdout(banner):
+        store.materialize(start, end, feature_views=views)
+    for line in banner.getvalue().splitlines():
+        if line.strip():
+            log.info("feast: %s", line.strip())
+
+
 def _to_float_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Feature columns as float64 (NaN where the entity had no state), in FEATURE_COLUMNS order."""
     return pd.DataFrame(
@@ -188,9 +230,7 @@ def historical_features(
     entity_codes = requests[ENTITY_KEY].factorize()[0]
     chunk_of = _chunk_ids(entity_codes, _HISTORICAL_CHUNK_ROWS)
     for _, chunk in requests.groupby(chunk_of, sort=True):
-        with warnings.catch_warnings():
-            # ibis warns about DuckDB's renamed fetch_arrow_table on every query; nothing we can act on
-            warnings.simplefilter("ignore", DeprecationWarning)
+        with offline_queries():
             job = store.get_historical_features(entity_df=chunk.reset_index(drop=True), features=service)
             answers.append(job.to_df()[["_request", *FEATURE_COLUMNS]])
     answer = pd.concat(answers, ignore_index=True) if answers else pd.DataFrame(columns=["_request"])

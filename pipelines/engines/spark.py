@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
+# the driver's log4j2 configuration (a JVM option: only read when this process starts the driver JVM)
+LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
+
+
 def get_spark(spark: SparkParams, app_name: str = "sluice") -> SparkSession:
     """Return (or reuse) a SparkSession for `spark.master`; Spark Connect when the master is `sc://`."""
     from pyspark.sql import SparkSession  # heavy import: only when a stage needs Spark
@@ -29,6 +33,7 @@ def get_spark(spark: SparkParams, app_name: str = "sluice") -> SparkSession:
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.driver.memory", os.environ.get("SLUICE_SPARK_DRIVER_MEMORY", "4g"))
+            .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}")
         )
     builder = (
         builder.appName(app_name)
