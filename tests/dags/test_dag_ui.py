@@ -18,37 +18,20 @@ import time
 import pytest
 
 from pipelines import io
+from tests.browser import CHROMIUM_ARGS, chromium
 from tests.conftest import REPO_ROOT
 from tests.dags.conftest import DAG_IDS
 
 pytestmark = [pytest.mark.ui, pytest.mark.e2e]
 
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    # this machine's network is closed: no background connections, updates or sync
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DAY = "2026-01-05"
 # kept after the run (the test's tmp_path is not): what a reviewer looks at
 SHOTS = REPO_ROOT / "test-artifacts" / "airflow-ui"
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.skip("Debian chromium not installed (apt-get install -y chromium)")
-    return path
-
-
 def test_ui_login_list_trigger(standalone_factory) -> None:  # type: ignore[no-untyped-def]
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip package playwright not installed")
-    chromium = _chromium()
+    executable = chromium()
     server, params = standalone_factory()
     for dag_id in DAG_IDS:
         server.wait_dag(dag_id)
@@ -57,7 +40,7 @@ def test_ui_login_list_trigger(standalone_factory) -> None:  # type: ignore[no-u
     shots.mkdir(parents=True)
 
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
         try:
