@@ -127,3 +127,9 @@ mlflow-ui: setup  ## MLflow UI on mlflow.db (127.0.0.1:5000); prints the URLs of
 	      break; fi; sleep 2; done ) &
 	$(VENV)/bin/mlflow server --backend-store-uri $(MLFLOW_STORE) --default-artifact-root $(MLFLOW_ARTIFACTS) \
 		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
+
+# ---- the ingestion service: events, labels and batch uploads in over HTTP (bentos/ingest_service) --------
+.PHONY: serve-ingest
+
+serve-ingest: setup  ## serve the ingestion API on ingest_service.host:port (127.0.0.1:3001), landing in ingest.landing.store
+	SLUICE_PARAMS=$${SLUICE_PARAMS:-$(CURDIR)/params.yaml} $(VENV)/bin/bentoml serve service:IngestService --working-dir bentos/ingest_service

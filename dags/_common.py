@@ -29,6 +29,8 @@ FEATURES = Asset("sluice://features/entity_activity")
 RETRAIN = Asset("sluice://retrain")
 # a challenger that passed the offline gate vs the champion: what starts the canary
 GATED = Asset("sluice://challenger/gated")
+# events or labels landed by the ingestion service: its events come from the triggerer (landing_asset())
+LANDED_URI = "sluice://landing/events"
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "sluice",
@@ -68,6 +70,23 @@ def start_date() -> dt.datetime:
     p = load()
     day = p.airflow.start_date or p.data.start
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def landing_asset() -> Asset | None:
+    """The landed-events asset, watched in the triggerer by Airflow's stock FileDeleteTrigger on the flag
+    the ingestion service raises beside its store (pipelines.ingestion.notify); None with ingest.landing
+    off. The flag is a local file: no request ever goes to the service."""
+    p = load()
+    if not p.ingest.landing.enabled:
+        return None
+    from airflow.providers.standard.triggers.file import FileDeleteTrigger
+    from airflow.sdk import AssetWatcher
+
+    from pipelines.ingestion.notify import flag_path
+
+    flag = flag_path(p.resolve(p.ingest.landing.store))
+    trigger = FileDeleteTrigger(filepath=str(flag), poke_interval=p.airflow.landing_poke_s)
+    return Asset(LANDED_URI, watchers=[AssetWatcher(name="landing_flag", trigger=trigger)])
 
 
 def run_stage(stage: str, start: dt.date, end: dt.date, outlet: Asset | None = None) -> dict[str, Any]:
@@ -132,10 +151,13 @@ def merge_ranges(ranges: Iterable[Range]) -> list[Range]:
 
 
 def ranges_from_extras(extras: Iterable[Mapping[str, Any] | None]) -> list[Range]:
-    """Merged [start, end) ranges from asset event extras that carry ISO `start`/`end` dates."""
+    """Merged [start, end) ranges from asset event extras (or stage summaries) that carry ISO
+    `start`/`end` dates, or `ranges` (the exact ones: days between them may not have been processed)."""
     found: list[Range] = []
     for extra in extras:
-        if extra and extra.get("start") and extra.get("end"):
+        if extra and extra.get("ranges"):
+            found.extend((dt.date.fromisoformat(s), dt.date.fromisoformat(e)) for s, e in extra["ranges"])
+        elif extra and extra.get("start") and extra.get("end"):
             found.append((dt.date.fromisoformat(extra["start"]), dt.date.fromisoformat(extra["end"])))
     return merge_ranges(found)
 
@@ -185,13 +207,40 @@ def run_ranges(asset: Asset | None = None) -> list[Range]:
         ranges = _asset_ranges(ctx, asset)
         if ranges:
             return ranges
-    start, end = ctx.get("data_interval_start"), ctx.get("data_interval_end")
-    if start is not None and end is not None and end > start:
-        return [interval_dates(start, end)]
+    interval = _interval_range(ctx)
+    if interval:
+        return [interval]
     raise AirflowFailException(
         "this run has no dates: trigger it with a logical date (daily DAGs), through its asset, "
         "or with start/end in the trigger form"
     )
+
+
+def _interval_range(ctx: Mapping[str, Any]) -> Range | None:
+    """The dates of the run's data interval; None without one (asset-triggered or manual runs)."""
+    start, end = ctx.get("data_interval_start"), ctx.get("data_interval_end")
+    if start is not None and end is not None and end > start:
+        return interval_dates(start, end)
+    return None
+
+
+def ingest_ranges() -> list[Range]:
+    """What an ingestion run ingests: trigger-form start/end > its data interval (scheduled, backfill) >
+    without dates (the landing flag started it, or a manual run with no logical date) the days of the
+    landing store that no ingest run has taken. Nothing landed since: the task is skipped (so is validate,
+    and no asset event is emitted)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    ctx = get_current_context()
+    dated = _form_range(ctx) or _interval_range(ctx)
+    if dated:
+        return [dated]
+    from pipelines.ingestion.landed import pending_ranges
+
+    ranges = pending_ranges(load())
+    if not ranges:
+        raise AirflowSkipException("nothing landed that an ingest run has not taken already")
+    return ranges
 
 
 def interval() -> Range:

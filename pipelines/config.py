@@ -28,6 +28,7 @@ from pipelines.sections import (
     FeatureParams,
     FeatureStoreParams,
     IngestParams,
+    IngestServiceParams,
     MlflowParams,
     MonitorParams,
     RegisterParams,
@@ -58,6 +59,9 @@ class Paths:
         self.dataset = self.data / "dataset"
         self.predictions = self.data / "predictions"
         self.prediction_log = self.data / "prediction_log"
+        # the ingestion service's files beside its store: refused batches, uploads being checked
+        self.landing = self.data / "landing"
+        self.landing_quarantine = self.landing / "quarantine"
         self.reports = root / "reports"
         self.models = root / "models"
         self.mlflow_db = root / "mlflow.db"
@@ -88,6 +92,7 @@ class Params(Section):
     register_: RegisterParams = Field(RegisterParams(), alias="register")
     batch_predict: BatchPredictParams = BatchPredictParams()
     serve: ServeParams = ServeParams()
+    ingest_service: IngestServiceParams = IngestServiceParams()
     mlflow: MlflowParams = MlflowParams()
     airflow: AirflowParams = AirflowParams()
     monitor: MonitorParams = MonitorParams()

@@ -1,7 +1,11 @@
 """Ingest: the source's events of [start, end) -> data/raw/date=D/part-0.parquet, one partition per day.
 
-Each date partition is replaced whole (atomic swap), so a rerun never duplicates rows; a date of the
-range without events loses any stale partition. The user's source file is only ever read.
+A day's events are the configured source's (ingest.source) plus the events landed over HTTP by the
+ingestion service (ingest.landing.store, pipelines.ingestion), deduplicated by event_id, in the source's
+columns and dtypes: a partition is the same bytes whichever way its events came. Each date partition is
+replaced whole (atomic swap), so a rerun never duplicates rows; a date of the range without events loses
+any stale partition. The user's source file is only ever read; the landing store is told which landed
+events a run took (its stats and the `pending_days` an Airflow sensor reads).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import pandas as pd
 
 from pipelines import io, sources
 from pipelines.config import Params
+from pipelines.ingestion.landed import Landed, read_landed, record_run
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +34,8 @@ def split_by_day(events: pd.DataFrame, start: dt.date, end: dt.date) -> dict[dt.
 
 def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     """Write one raw partition per event date of [start, end); returns rows per day."""
-    events = sources.load_events(params, start, end)
+    landed = read_landed(params, start, end)
+    events = sources.load_events(params, start, end, landed=landed.events if landed else None)
     by_day = split_by_day(events, start, end)
     raw = params.paths.raw
     written, removed = [], []
@@ -44,6 +50,9 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
         io.write_partition(frame, raw, day)
         written.append(day.isoformat())
     rows_per_day = {d.isoformat(): len(f) for d, f in by_day.items()}
+    landed_per_day = _landed_per_day(by_day, landed)
+    if landed is not None:
+        record_run(landed, rows_per_day, landed_per_day)
     total = sum(rows_per_day.values())
     labels = pd.concat([f["label"] for f in by_day.values()]) if by_day else pd.Series(dtype=float)
     summary = {
@@ -56,15 +65,28 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
         "partitions_written": len(written),
         "partitions_removed": removed,
         "output": str(raw),
+        "landed_rows": sum(landed_per_day.values()),
+        "landing_store": str(landed.store) if landed else None,
     }
     log.info("ingest wrote %d rows in %d partitions under %s", total, len(written), raw)
     return summary
+
+
+def _landed_per_day(by_day: dict[dt.date, pd.DataFrame], landed: Landed | None) -> dict[str, int]:
+    """Per written day, how many of its events are landed ones (whether or not the source had them too)."""
+    if landed is None or landed.events.empty:
+        return {}
+    ids = landed.events["event_id"]
+    counts = {d.isoformat(): int(f["event_id"].isin(ids).sum()) for d, f in by_day.items()}
+    return {d: n for d, n in counts.items() if n}
 
 
 def describe(summary: dict[str, Any]) -> str:
     """Progress line: events and days written, the label rate, stale days removed."""
     days, source = summary["partitions_written"], summary["source"]
     text = f"{summary['rows']:,} events in {days} days from the {source} source"
+    if summary.get("landed_rows"):
+        text += f" ({summary['landed_rows']:,} of them landed over HTTP)"
     if summary["label_rate"] is not None:
         text += f", {summary['label_rate']:.2%} labelled positive"
     if summary["partitions_removed"]:

@@ -10,8 +10,10 @@ Wiring only; the work is in pipelines.monitoring (see its docstring for each mod
   and every registered version (the training history);
 - drift: Evidently drift and data-quality checks on the model's request-time features (the champion
   release's own spec, else the one params train.request_features names; `_model_features`) and the score;
-- live: metrics per model version and arm on the labels arrived by the as-of time
-  (event_timestamp + label delay <= as-of), over the trailing `monitor.metrics_window_days`; serving health;
+- live: metrics per model version and arm on the labels arrived by the as-of time, over the trailing
+  `monitor.metrics_window_days`: the labels posted to the ingestion service (labelled_at <= as-of) when the
+  landing store has them for the window's predictions, the events' own labels otherwise
+  (event_timestamp + label delay <= as-of); `labels_source` in the summary says which; serving health;
 - decision: retrain or not, with the cooldown kept in reports/monitoring/state.json;
 - runs, workspace, panels: the day's Evidently run (drift, quality, live metrics per version and arm,
   facts) and one run per registered version, in the project of `monitor.workspace`, with its dashboard
@@ -46,7 +48,14 @@ from pipelines.monitoring.decision import (
     state_record,
 )
 from pipelines.monitoring.drift import drift_report, drift_summary, quality_checks
-from pipelines.monitoring.live import arrived_labels, join_labels, live_metrics, service_health, traffic
+from pipelines.monitoring.live import (
+    arrived_labels,
+    join_labels,
+    label_sources,
+    live_metrics,
+    service_health,
+    traffic,
+)
 from pipelines.monitoring.prometheus import write_prometheus
 from pipelines.monitoring.report import PROM_FILE, REPORT_FILE, SUMMARY_FILE, Window, day_summary, run_result
 from pipelines.monitoring.runs import day_run, training_run
@@ -139,8 +148,9 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
     snapshot, columns = drift_report(ref_x, cur_x, cfg, categorical)
     drift = drift_summary(columns, cfg)
 
-    labels = inputs.label_window(params, start, end, current, floor=window.metrics_floor)
-    joined = join_labels(labels.predictions, arrived_labels(labels.events, as_of, labels.delay_hours))
+    labels = inputs.label_window(params, start, end, current, floor=window.metrics_floor, as_of=as_of)
+    arrived = arrived_labels(labels.events, as_of, labels.delay_hours, labels.posted)
+    joined = join_labels(labels.predictions, arrived)
     live = live_metrics(joined, cfg.calibration_bins)
     decision = decide_retrain(drift, live, end, last_retrain(load_state(out_root)), cfg)
 
@@ -153,6 +163,7 @@ def run(params: Params, start: dt.date, end: dt.date) -> dict[str, Any]:
         drift_share_threshold=cfg.drift_share,
         checks=quality_checks(ref_x, cur_x, cfg, categorical),
         label_delay_hours=labels.delay_hours,
+        labels=label_sources(joined, labels.posted),
         live=live,
         traffic=traffic(current),
         service=service_health(current),

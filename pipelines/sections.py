@@ -77,9 +77,24 @@ class SyntheticParams(Section):
     drift: DriftParams = DriftParams()
 
 
+class LandingParams(Section):
+    """Events and labels posted to the ingestion service (pipelines/ingestion), landed in a store the ingest
+    stage reads beside ingest.source: a day's raw partition is the source's events plus the day's landed
+    ones (deduplicated by event_id)."""
+
+    # the landing store: a SQLite file (relative to the project root); the ingestion service creates it
+    store: str = "data/landing/landing.db"
+    # false: the ingest stage reads the configured source only (the service can still land events)
+    enabled: bool = True
+    # the label of a landed event none has arrived for yet (POST /v1/labels): in card fraud, no chargeback
+    # so far reads as legitimate. A later label replaces it when the day is ingested again
+    unlabelled: int = 0
+
+
 class IngestParams(Section):
     source: SourceParams = SourceParams()
     synthetic: SyntheticParams = SyntheticParams()
+    landing: LandingParams = LandingParams()
 
 
 class ValidateParams(Section):
@@ -190,6 +205,9 @@ class AirflowParams(Section):
     training_schedule: str | None = None
     # scheduled trainings use [interval end - N days, interval end): a trailing window, never "today"
     training_window_days: int = Field(60, gt=0)
+    # how often the triggerer looks for the landing flag the ingestion service raises (a file's stat):
+    # the ingestion DAG then ingests the days with landed events or labels no run has taken
+    landing_poke_s: float = Field(10.0, gt=0)
 
 
 class InputLimits(Section):
@@ -252,6 +270,33 @@ class ServeParams(Section):
     airflow_url: str | None = None
     airflow_user_env: str = "SLUICE_AIRFLOW_USER"
     airflow_password_env: str = "SLUICE_AIRFLOW_PASSWORD"
+
+
+class IngestServiceParams(Section):
+    """The ingestion service (bentos/ingest_service, pipelines/api/ingest_app.py); it lands events and
+    labels in ingest.landing.store, checked by validate.suite."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(3001, gt=0, lt=65536)
+    # BentoML worker processes (each commits to the one landing store)
+    workers: int = Field(1, gt=0)
+    # events or labels per POST (a list); a request is landed or refused whole
+    max_events: int = Field(1000, gt=0)
+    # security, as serve: API keys from this env var (comma-separated; unset/empty = no auth), a token
+    # bucket per key, body limits (JSON routes; POST /v1/ingest/batch uploads)
+    api_key_env: str = "SLUICE_API_KEYS"
+    rate_limit_per_s: float = Field(5000.0, gt=0)
+    rate_limit_burst: int = Field(10000, gt=0)
+    max_request_bytes: int = Field(1_048_576, gt=0)
+    max_batch_bytes: int = Field(256 * 1024 * 1024, gt=0)
+    # group commit: requests waiting for the landing store beyond this many -> 503 (Retry-After); at most
+    # commit_group requests share one commit (1 = a commit, an fsync, per request: benchmarks/ingest.py)
+    max_pending: int = Field(20_000, gt=0)
+    commit_group: int = Field(2_000, gt=0)
+    # a request whose commit takes longer than this -> 503 (it may still land: retrying is safe)
+    commit_timeout_s: float = Field(30.0, gt=0)
+    cors_origins: list[str] = Field(default_factory=list)
+    docs_public: bool = True
 
 
 class MonitorParams(Section):

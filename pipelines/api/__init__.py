@@ -5,6 +5,11 @@ shell installs its engine and BentoML's adaptive batcher into the `Runtime` (run
 predict (/predict, /predict_batch, /v1/predict, /health/dependencies), models (/v1/models, deploy,
 deployments), jobs (/v1/batch_predict), oip_routes (/v2, the Open Inference Protocol; codec in oip.py).
 Bodies and errors: bodies.py; the OpenAPI document: openapi.py; model metadata: catalog.py.
+
+The ingestion service's app (bentos/ingest_service) is its own: `ingest_app.build_ingest_app` over
+pipelines.ingestion, routes in ingest_routes.py, answers in ingest_bodies.py; it shares the error
+handlers (app.py) and the OpenAPI completion (openapi.py). Not imported here: the scoring shell never
+loads it.
 """
 
 from pipelines.api.app import build_app

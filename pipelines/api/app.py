@@ -62,7 +62,7 @@ def build_app(params: Params, runtime: Runtime | None = None) -> FastAPI:
             allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
-    _error_handlers(app)
+    error_handlers(app)
     app.openapi = lambda: complete_openapi(app)  # type: ignore[method-assign]
     app.add_api_route("/docs", lambda: RedirectResponse("/"), include_in_schema=False)
     return app
@@ -83,8 +83,9 @@ def _body(request: Request, error: str, detail: list[dict[str, Any]] | None = No
     return {"error": error, "detail": detail, "request_id": request_id(request)}
 
 
-def _error_handlers(app: FastAPI) -> None:
-    """ErrorBody for every failure; 4xx at INFO (no traceback), unexpected errors at ERROR."""
+def error_handlers(app: FastAPI) -> None:
+    """ErrorBody for every failure; 4xx at INFO (no traceback), unexpected errors at ERROR (the
+    ingestion service's app installs them too)."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -8,10 +8,12 @@ answer 401 (key), 413 (size), 415 (content type), 429 (rate) on any API route; e
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 
 from pipelines.api.bodies import ErrorBody
 from pipelines.api.oip import InferenceRequest
@@ -37,13 +39,25 @@ _INFRA: dict[str, dict[str, Any]] = {
 }
 
 
-def complete_openapi(app: FastAPI) -> dict[str, Any]:
-    """The app's OpenAPI document with every status code and the security schemes (cached on the app)."""
+# the statuses an operation can answer beyond FastAPI's, by (path, method): description per code
+OperationCodes = Callable[[str, str], dict[str, str]]
+
+
+def complete_openapi(
+    app: FastAPI,
+    models: Sequence[type[BaseModel]] = (ErrorBody, InferenceRequest),
+    codes: OperationCodes | None = None,
+    infra: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The app's OpenAPI document with every status code and the security schemes (cached on the app).
+
+    The defaults are the scoring service's; the ingestion service passes its own bodies (`models`: those a
+    route reads or answers outside FastAPI's view), its statuses per operation and its shell's routes."""
     if app.openapi_schema:
         return app.openapi_schema
     doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    for model in (ErrorBody, InferenceRequest):  # bodies a route reads or answers outside FastAPI's view
+    for model in models:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -53,15 +67,15 @@ def complete_openapi(app: FastAPI) -> dict[str, Any]:
     }
     for path, item in doc["paths"].items():
         for method, op in item.items():
-            _complete_operation(path, method, op)
-    for path, item in _INFRA.items():
+            _complete_operation(path, method, op, (codes or scoring_codes)(path, method))
+    for path, item in (_INFRA if infra is None else infra).items():
         doc["paths"].setdefault(path, _infra_item(item))
     app.openapi_schema = doc
     return doc
 
 
-def _complete_operation(path: str, method: str, op: dict[str, Any]) -> None:
-    responses = op.setdefault("responses", {})
+def scoring_codes(path: str, method: str) -> dict[str, str]:
+    """The statuses a scoring-service operation can answer besides FastAPI's."""
     codes = dict(_COMMON)
     if method in ("post", "put", "patch"):
         codes.update(_WITH_BODY)
@@ -70,13 +84,25 @@ def _complete_operation(path: str, method: str, op: dict[str, Any]) -> None:
     if path.endswith(("/deploy", "/rollback", "/cancel")):
         codes["403"] = "Deploy and rollback need an admin key (serve.admin_key_env)."
         codes["409"] = "The state does not allow it (gate not passed, not live, already finished)."
+    return codes
+
+
+def _complete_operation(path: str, method: str, op: dict[str, Any], codes: dict[str, str]) -> None:
+    responses = op.setdefault("responses", {})
     for code, text in codes.items():
-        responses.setdefault(code, {"description": text})
-        responses[code]["content"] = {"application/json": {"schema": _ERROR_REF}}
-    if "422" in responses:  # FastAPI's HTTPValidationError: the service answers ErrorBody instead
+        resp = responses.setdefault(code, {"description": text})
+        if not _declared(resp):  # a body the route declared itself (an ErrorBody subclass) stays
+            resp["content"] = {"application/json": {"schema": _ERROR_REF}}
+    if "422" in responses and _declared(responses["422"]).endswith("/HTTPValidationError"):
+        # FastAPI's HTTPValidationError: the service answers ErrorBody instead
         responses["422"]["content"] = {"application/json": {"schema": _ERROR_REF}}
     if not path.startswith("/health") and not path.startswith("/v2/health"):
         op["security"] = [{"apiKey": []}, {"bearer": []}]
+
+
+def _declared(response: dict[str, Any]) -> str:
+    """The $ref of a response's JSON body ('' when it has none)."""
+    return str(response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref", ""))
 
 
 def _infra_item(item: dict[str, Any]) -> dict[str, Any]:

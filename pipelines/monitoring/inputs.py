@@ -10,7 +10,8 @@
   data/features the same way as the current side. Scored by the champion release when one exists.
 - the champion: the version the `champion` alias points at, with its release tags, resolved and loaded
   through pipelines.artifacts (pinned version URI, fingerprint checked).
-- labels: the validated events' label of the live-metrics window, with the label delay to apply.
+- labels: the validated events' label of the live-metrics window, with the label delay to apply, and the
+  labels posted to the ingestion service for its predictions (the landing store, as of the as-of time).
 - the training history: every registered version with its offline metrics and champion-gate verdict.
 
 The model's request-time features are a function argument (`FeatureFn`): the stage passes the model's.
@@ -33,6 +34,7 @@ from pipelines import artifacts, io
 from pipelines.artifacts import RegisteredVersion, load_version, resolve_version, split_path
 from pipelines.contract import CHAMPION, ENTITY_KEY, EVENT_ID, LABEL, TIMESTAMP
 from pipelines.errors import StageError
+from pipelines.ingestion.labels import read_labels
 from pipelines.monitoring import ARM, SCORE
 from pipelines.monitoring.drift import sample
 
@@ -309,21 +311,31 @@ def current_scores(current: pd.DataFrame, rows: pd.Index) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LabelWindow:
-    """The live-metrics window [start, end): its predictions, its events' labels and the label delay."""
+    """The live-metrics window [start, end): its predictions, its events' labels and the label delay, and
+    the labels posted for its predictions."""
 
     start: dt.date
     end: dt.date
     predictions: pd.DataFrame
     events: pd.DataFrame  # event_id, event_timestamp, label of the validated events
     delay_hours: float
+    # event_id, label as of the as-of time (<NA>: labelled later) of the predictions that got a posted
+    # label; None without a landing store
+    posted: pd.DataFrame | None = None
 
 
 def label_window(
-    params: Params, start: dt.date, end: dt.date, current: pd.DataFrame, floor: dt.date | None = None
+    params: Params,
+    start: dt.date,
+    end: dt.date,
+    current: pd.DataFrame,
+    floor: dt.date | None = None,
+    as_of: dt.datetime | None = None,
 ) -> LabelWindow:
     """The trailing monitor.metrics_window_days ending at `end` (at least [start, end), whose predictions
     `current` already holds), never before `floor` (the test window keeps training days out); the label
-    delay is monitor.label_delay_hours, else the generator's."""
+    delay is monitor.label_delay_hours, else the generator's; the posted labels as of `as_of` (default:
+    `end`, midnight UTC)."""
     cfg = params.monitor
     m_start = min(start, end - dt.timedelta(days=cfg.metrics_window_days))
     if floor is not None:
@@ -333,4 +345,9 @@ def label_window(
     if delay is None:
         delay = params.ingest.synthetic.label_delay_hours
     events = io.read_partitions(params.paths.validated, m_start, end, columns=[EVENT_ID, TIMESTAMP, LABEL])
-    return LabelWindow(start=m_start, end=end, predictions=preds, events=events, delay_hours=delay)
+    as_of = as_of or dt.datetime(end.year, end.month, end.day, tzinfo=dt.UTC)
+    ids = preds[EVENT_ID].dropna().unique() if EVENT_ID in preds.columns else []
+    posted = read_labels(params, as_of, ids)
+    return LabelWindow(
+        start=m_start, end=end, predictions=preds, events=events, delay_hours=delay, posted=posted
+    )

@@ -2,8 +2,13 @@
 precision / recall / PR AUC / calibration overall and per (model_version, arm); traffic and serving health
 per arm.
 
-A label counts only once arrived: event_timestamp + label delay <= as-of. Predictions and labels join by
-event id; a prediction frame has the `SCORE`, `DECISION`, `MODEL_VERSION` and `ARM` columns.
+A label counts only once arrived. Labels posted to the ingestion service (the landing store; `posted`, read
+as of the as-of time by pipelines.ingestion.labels) are the ground truth of their events from their
+`labelled_at` on: the latest one by then counts, and an event whose labels all came later has none yet.
+Every other event goes by its own label once event_timestamp + label delay <= as-of (the log's labels;
+a landed event nobody labelled carries ingest.landing.unlabelled: no chargeback by then reads as
+legitimate). Predictions and labels join by event id; a prediction frame has the `SCORE`, `DECISION`,
+`MODEL_VERSION` and `ARM` columns.
 """
 
 from __future__ import annotations
@@ -17,15 +22,41 @@ import pandas as pd
 from pipelines.contract import EVENT_ID, LABEL, TIMESTAMP
 from pipelines.monitoring import ARM, DECISION, MODEL_VERSION, SCORE
 
+LANDING_STORE, EVENTS = "landing_store", "events"
 
-def arrived_labels(events: pd.DataFrame, as_of: dt.datetime, delay_hours: float) -> pd.DataFrame:
-    """Labels known at `as_of`: those of events with event_timestamp + delay <= as_of (event_id, label)."""
-    if events.empty:
-        return pd.DataFrame({EVENT_ID: pd.Series(dtype=str), LABEL: pd.Series(dtype="int64")})
-    ts = pd.to_datetime(events[TIMESTAMP], utc=True)
-    ok = ts + pd.Timedelta(hours=delay_hours) <= pd.Timestamp(as_of)
-    out = events.loc[ok.to_numpy(), [EVENT_ID, LABEL]].dropna(subset=[LABEL])
-    return out.drop_duplicates(EVENT_ID, keep="last").astype({EVENT_ID: str, LABEL: "int64"})
+
+def arrived_labels(
+    events: pd.DataFrame, as_of: dt.datetime, delay_hours: float, posted: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Labels known at `as_of` (event_id, label): the `posted` ones already as of `as_of` (event_id, label
+    with <NA> for an event labelled only later), then those of the other events with event_timestamp +
+    delay <= as_of."""
+    out = _empty_labels()
+    if not events.empty:
+        ts = pd.to_datetime(events[TIMESTAMP], utc=True)
+        ok = ts + pd.Timedelta(hours=delay_hours) <= pd.Timestamp(as_of)
+        out = events.loc[ok.to_numpy(), [EVENT_ID, LABEL]].dropna(subset=[LABEL])
+        out = out.drop_duplicates(EVENT_ID, keep="last").astype({EVENT_ID: str, LABEL: "int64"})
+    if posted is None or posted.empty:
+        return out
+    out = out[~out[EVENT_ID].isin(posted[EVENT_ID])]  # a posted label outranks the event's own
+    known = posted.dropna(subset=[LABEL]).astype({EVENT_ID: str, LABEL: "int64"})
+    return pd.concat([known[[EVENT_ID, LABEL]], out], ignore_index=True)
+
+
+def _empty_labels() -> pd.DataFrame:
+    return pd.DataFrame({EVENT_ID: pd.Series(dtype=str), LABEL: pd.Series(dtype="int64")})
+
+
+def label_sources(joined: pd.DataFrame, posted: pd.DataFrame | None) -> dict[str, Any]:
+    """Where the labels of the joined predictions came from: `source` is landing_store when the landing
+    store holds labels for the window's predictions (they are the ground truth then), else events; with
+    the count of labelled predictions from each."""
+    from_store = 0 if posted is None else int(joined[EVENT_ID].astype(str).isin(posted[EVENT_ID]).sum())
+    return {
+        "source": LANDING_STORE if posted is not None and not posted.empty else EVENTS,
+        "labelled": {LANDING_STORE: from_store, EVENTS: len(joined) - from_store},
+    }
 
 
 def join_labels(predictions: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:

@@ -13,6 +13,8 @@ so it sees every route. Probes, metrics and (with serve.docs_public) the API doc
   length (chunked) is read up to the limit and refused the same way.
 - Content type: a POST whose Content-Type is not JSON -> 415 (every POST route takes JSON; the Open
   Inference Protocol's /v2/ routes also take none, as its standard client sends none).
+- Uploads: paths given in `uploads` (the ingestion service's batch route) take a file body of any type,
+  which their route checks, up to their own size limit instead of max_request_bytes.
 - X-Request-ID: the client's (up to 128 characters of [A-Za-z0-9._:-]) or a generated one; echoed on the
   response and put in the ASGI scope's state for the routes (the prediction log carries it).
 - Access log: one JSON line per request on the `sluice.access` logger (method, path, status, ms, key id,
@@ -30,7 +32,7 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from pipelines.serving.ids import new_id
@@ -93,6 +95,7 @@ class GuardMiddleware:
         max_request_bytes: int = 1_048_576,
         open_paths: Iterable[str] = OPEN_PATHS,
         docs_public: bool = True,
+        uploads: Mapping[str, int] | None = None,
         openapi: Callable[[], dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -105,6 +108,7 @@ class GuardMiddleware:
         self.rate = rate_limit_per_s
         self.burst = float(rate_limit_burst)
         self.max_bytes = max_request_bytes
+        self.uploads = dict(uploads or {})  # path -> its body limit; the route checks the content type
         self.open_paths = tuple(open_paths) + (DOC_PATHS if docs_public else ())
         # the service's OpenAPI document, answered for BentoML's /docs.json (its Swagger UI at /)
         self.openapi = openapi
@@ -168,10 +172,11 @@ class GuardMiddleware:
         if self._is_open(path):
             await self.app(scope, receive, send)
             return
+        upload_limit = self.uploads.get(path)
         refusal = self._admit(scope, state)
         if refusal is None:
-            refusal, receive = await self._limit_size(scope, receive)
-        if refusal is None:
+            refusal, receive = await self._limit_size(scope, receive, upload_limit or self.max_bytes)
+        if refusal is None and upload_limit is None:
             refusal = _content_type(scope)
         if refusal is not None:
             status, body, headers = refusal
@@ -198,8 +203,10 @@ class GuardMiddleware:
             return 429, {"error": "rate limit exceeded"}, {b"retry-after": retry}
         return None
 
-    async def _limit_size(self, scope: Scope, receive: Receive) -> tuple[_Refusal | None, Receive]:
-        """Refuse a body over the limit (413) or a bad Content-Length (400); else the `receive` to use.
+    async def _limit_size(
+        self, scope: Scope, receive: Receive, limit: int
+    ) -> tuple[_Refusal | None, Receive]:
+        """Refuse a body over `limit` (413) or a bad Content-Length (400); else the `receive` to use.
 
         Without a declared length (chunked), the body is read up to the limit, then replayed to the app.
         """
@@ -207,11 +214,11 @@ class GuardMiddleware:
             length = _content_length(scope)
         except ValueError:
             return (400, {"error": "invalid Content-Length"}, None), receive
-        too_large = (413, {"error": f"request body larger than {self.max_bytes} bytes"}, None)
-        if length is not None and length > self.max_bytes:
+        too_large = (413, {"error": f"request body larger than {limit} bytes"}, None)
+        if length is not None and length > limit:
             return too_large, receive
         if length is None and scope.get("method") in ("POST", "PUT", "PATCH"):
-            body = await _read_body(receive, self.max_bytes)
+            body = await _read_body(receive, limit)
             if body is None:
                 return too_large, receive
             return None, _replay(body, receive)

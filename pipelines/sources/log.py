@@ -1,4 +1,4 @@
-"""The user's CSV/Parquet event log, mapped onto the canonical event columns.
+"""The user's CSV/Parquet event log (or an uploaded JSON-lines batch), mapped onto the canonical columns.
 
 The log is mapped onto canonical names by `ingest.source.columns`. Ingest is strict about the shape
 (file exists, mapped columns exist, timestamps parse) but lenient about values: a non-numeric amount
@@ -46,11 +46,20 @@ def _read_columns(path: Path, kind: str, wanted: list[str]) -> pd.DataFrame:
         raise StageError(f"{path}: cannot read as {kind}: {err}") from None
 
 
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """A JSON-lines file (one event object per line) as read, values untyped beyond JSON's own types."""
+    try:
+        return pd.read_json(path, lines=True, dtype=False, convert_dates=False)
+    except Exception as err:
+        raise StageError(f"{path}: cannot read as jsonl: {err}") from None
+
+
 def read_log(path: Path, kind: str, columns: dict[str, str]) -> pd.DataFrame:
-    """Read the mapped columns of a CSV/Parquet log, untyped (CSV cells stay strings)."""
+    """Read the mapped columns of a CSV/Parquet/JSON-lines log, untyped (CSV cells stay strings)."""
     if not path.is_file():
         raise StageError(f"{path}: source file not found (ingest.source.path, kind {kind})")
-    header = _read_header(path, kind)
+    whole = _read_jsonl(path) if kind == "jsonl" else None  # JSON lines have no header to read apart
+    header = list(whole.columns) if whole is not None else _read_header(path, kind)
     missing = {canon: col for canon, col in columns.items() if col not in header}
     if missing:
         listed = ", ".join(f"{col!r} (mapped to {canon})" for canon, col in missing.items())
@@ -58,7 +67,8 @@ def read_log(path: Path, kind: str, columns: dict[str, str]) -> pd.DataFrame:
             f"{path}: missing column(s) {listed}; the file has {header}. "
             "Fix ingest.source.columns in params.yaml or the file."
         )
-    return _read_columns(path, kind, list(dict.fromkeys(columns.values())))
+    wanted = list(dict.fromkeys(columns.values()))
+    return whole[wanted] if whole is not None else _read_columns(path, kind, wanted)
 
 
 def _parse_text_timestamps(text: pd.Series, fmt: str | None, where: str) -> pd.Series:

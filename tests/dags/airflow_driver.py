@@ -7,7 +7,9 @@ Modes:
 - `dagbag`: parse dags/ with DagBag; report import errors, parse time, each DAG's tags/retries/doc/
   timeouts, and which heavy modules the DAG files pulled in.
 - `run`: `dag.test()` a list of steps `{"dag", "logical_date"?, "conf"?, "conf_from_asset"?, "params"?}`;
-  `params` points SLUICE_PARAMS at another project for that step (tasks run in-process); report
+  `params` points SLUICE_PARAMS at another project for that step (tasks run in-process);
+  `"logical_date": null` runs without one (no data interval, like an asset-triggered run); a step
+  `{"call": "module:function", "args": {...}}` calls a function between runs (e.g. posts events); report
   each run's state, task states, duration, the asset events it emitted and the asset queue after it
   (consumer DAGs get queued only when they are unpaused: AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION).
   `conf_from_asset: URI` passes the newest event's extra of that asset as the run's start/end, the same
@@ -37,6 +39,19 @@ def _dagbag(dags: Path) -> tuple[Any, float]:
     return bag, time.perf_counter() - t0
 
 
+def _watchers(dag: Any) -> list[dict[str, Any]]:
+    """The asset watchers of a DAG's schedule: asset uri, watcher name, trigger classpath and kwargs."""
+    out: list[dict[str, Any]] = []
+    todo = [getattr(dag.timetable, "asset_condition", None)]
+    while todo:
+        cond = todo.pop()
+        todo.extend(getattr(cond, "objects", []))  # AssetAll / AssetAny
+        for watcher in getattr(cond, "watchers", None) or []:
+            classpath, kwargs = watcher.trigger.serialize()
+            out.append({"asset": cond.uri, "name": watcher.name, "classpath": classpath, "kwargs": kwargs})
+    return out
+
+
 def mode_dagbag(spec: dict[str, Any]) -> dict[str, Any]:
     dags = Path(spec["dags"])
     t0 = time.perf_counter()
@@ -59,6 +74,7 @@ def mode_dagbag(spec: dict[str, Any]) -> dict[str, Any]:
                 "doc_md": dag.doc_md or "",
                 "timetable": type(dag.timetable).__name__,
                 "catchup": dag.catchup,
+                "watchers": _watchers(dag),
                 "tasks": {
                     t.task_id: {"retries": t.retries, "outlets": [a.uri for a in t.outlets]}
                     for t in dag.tasks
@@ -102,8 +118,11 @@ def mode_run(spec: dict[str, Any]) -> dict[str, Any]:
             )
             return sorted([dag_id, uri] for dag_id, uri in rows)
 
-    steps = []
+    steps: list[dict[str, Any]] = []
     for step in spec["steps"]:
+        if "call" in step:
+            steps.append({"call": step["call"], "result": _call(step["call"], step.get("args") or {})})
+            continue
         # a fresh DAG object per run: in-process task runs update the task's params in place, so a
         # reused DAG would leak one run's conf (start/end) into the next
         bag, _ = _dagbag(Path(spec["dags"]))
@@ -123,6 +142,8 @@ def mode_run(spec: dict[str, Any]) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"run_conf": conf or None}
         if step.get("logical_date"):
             kwargs["logical_date"] = dt.datetime.fromisoformat(step["logical_date"])
+        elif "logical_date" in step:  # explicitly null: a run without dates
+            kwargs["logical_date"] = None
         before = last_event_id()
         t0 = time.perf_counter()
         dr = dag.test(**kwargs)
@@ -144,6 +165,14 @@ def mode_run(spec: dict[str, Any]) -> dict[str, Any]:
         )
         print(f"[driver] {step['dag']} {conf or kwargs.get('logical_date')}: {dr.state} {tis} {seconds:.1f}s")
     return {"steps": steps, "asset_events": events_after(0), "queued": sorted({q[0] for q in queued()})}
+
+
+def _call(target: str, args: dict[str, Any]) -> Any:
+    """`module:function(**args)`, e.g. tests.landing_world:post between two DAG runs."""
+    import importlib
+
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)(**args)
 
 
 def main() -> None:

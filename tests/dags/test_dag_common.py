@@ -203,3 +203,63 @@ def test_other_errors_are_left_to_retries(
     _fake_stage(monkeypatch, OSError("disk hiccup"))
     with pytest.raises(OSError, match="disk hiccup"):
         common.run_stage("fake_stage", D(2026, 1, 2), D(2026, 1, 3))
+
+
+def test_extras_with_exact_ranges_are_not_spanned(common: types.ModuleType) -> None:
+    # a landed run validated two separate days: the consumer must not process the days between them
+    extra = {
+        "start": "2026-01-03",
+        "end": "2026-01-10",
+        "ranges": [["2026-01-03", "2026-01-04"], ["2026-01-09", "2026-01-10"]],
+    }
+    assert common.ranges_from_extras([extra, {"start": "2026-01-04", "end": "2026-01-05"}, None]) == [
+        (D(2026, 1, 3), D(2026, 1, 5)),
+        (D(2026, 1, 9), D(2026, 1, 10)),
+    ]
+
+
+def _land(params: Any, *days: dt.date) -> None:
+    """One landed event per day, written straight into the landing store."""
+    from pipelines.contract import CANONICAL_COLUMNS
+    from pipelines.ingestion import store
+    from pipelines.ingestion.columns import to_micros
+
+    conn = store.connect(params.resolve(params.ingest.landing.store), create=True)
+    rows = []
+    for day in days:
+        at = dt.datetime(day.year, day.month, day.day, 9, tzinfo=dt.UTC)
+        values = {
+            "event_id": f"e-{day}",
+            "entity_id": "card_1",
+            "event_timestamp": to_micros(at),
+            "amount": 5.0,
+        }
+        rows.append((*(values.get(c) for c in CANONICAL_COLUMNS), day.isoformat(), 0.0, None))
+    conn.execute("BEGIN")
+    store.insert_events(conn, rows)
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def test_ingest_ranges_dates_first_then_the_landing_store(
+    common: types.ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    params = make_project(tmp_path / "p")
+    monkeypatch.setenv("SLUICE_PARAMS", str(params.root / "params.yaml"))
+    # no dates and no landing store yet: nothing to do
+    _context(common, monkeypatch)
+    with pytest.raises(AirflowSkipException, match="nothing landed"):
+        common.ingest_ranges()
+    _land(params, D(2026, 1, 9), D(2026, 1, 3), D(2026, 1, 4))
+    # what the landing flag's run (no data interval) takes: the pending days, contiguous ones joined
+    assert common.ingest_ranges() == [(D(2026, 1, 3), D(2026, 1, 5)), (D(2026, 1, 9), D(2026, 1, 10))]
+    # a daily run keeps its interval, a form range wins over both
+    midnight = dt.datetime(2026, 1, 7, tzinfo=dt.UTC)
+    _context(
+        common, monkeypatch, data_interval_start=midnight, data_interval_end=midnight + dt.timedelta(days=1)
+    )
+    assert common.ingest_ranges() == [(D(2026, 1, 7), D(2026, 1, 8))]
+    _context(common, monkeypatch, params={"start": "2026-02-01", "end": "2026-02-02"})
+    assert common.ingest_ranges() == [(D(2026, 2, 1), D(2026, 2, 2))]

@@ -57,8 +57,8 @@ def test_house_rules(report: dict[str, Any], dag_id: str) -> None:
 
 def test_schedules_and_assets(report: dict[str, Any]) -> None:
     dags = report["dags"]
-    # whole-day data intervals (a bare "@daily" is a CronTriggerTimetable with empty intervals in Airflow 3)
-    assert dags["ingestion"]["timetable"] == "CronDataIntervalTimetable"
+    # daily data intervals OR the landing flag's asset (see test_ingestion_watches_the_landing_flag)
+    assert dags["ingestion"]["timetable"] == "AssetOrTimeSchedule"
     assert dags["ingestion"]["catchup"] is True
     assert dags["batch_inference"]["timetable"] == "CronDataIntervalTimetable"
     assert dags["ingestion"]["tasks"]["validate"]["outlets"] == ["sluice://validated/transactions"]
@@ -67,6 +67,29 @@ def test_schedules_and_assets(report: dict[str, Any]) -> None:
     assert dags["training"]["timetable"] == "AssetTriggeredTimetable"
     assert dags["canary_rollout"]["timetable"] == "AssetTriggeredTimetable"
     assert list(dags["training"]["tasks"]) == ["dataset", "train", "evaluate", "register", "champion_gate"]
+
+
+def test_ingestion_watches_the_landing_flag(report: dict[str, Any], tmp_path: Path) -> None:
+    """The ingestion DAG is woken by the flag file the ingestion service raises beside its store, through
+    Airflow's stock FileDeleteTrigger in the triggerer; with ingest.landing off, daily intervals only."""
+    from pipelines.config import load_params
+    from pipelines.ingestion.notify import flag_path
+
+    params = load_params(REPO_ROOT / "params.yaml")
+    (watcher,) = report["dags"]["ingestion"]["watchers"]
+    assert watcher["asset"] == "sluice://landing/events" and watcher["name"] == "landing_flag"
+    assert watcher["classpath"] == "airflow.providers.standard.triggers.file.FileDeleteTrigger"
+    assert watcher["kwargs"] == {
+        "filepath": str(flag_path(params.resolve(params.ingest.landing.store))),
+        "poke_interval": params.airflow.landing_poke_s,
+    }
+    assert all(not d["watchers"] for dag_id, d in report["dags"].items() if dag_id != "ingestion")
+
+    off = make_project(tmp_path / "project", {"ingest": {"landing": {"enabled": False}}})
+    result, _ = run_driver("dagbag", {}, airflow_env(tmp_path / "home", off.root / "params.yaml"), tmp_path)
+    assert result["import_errors"] == {}
+    ingestion = result["dags"]["ingestion"]
+    assert ingestion["timetable"] == "CronDataIntervalTimetable" and ingestion["watchers"] == []
 
 
 def test_training_schedule_from_params(tmp_path: Path) -> None:

@@ -50,8 +50,9 @@ def test_ingestion_tasks_on_postgres(tmp_path: Path, airflow_pg: str) -> None:
         "validate": "success",
     }
     assert result["env"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+    day, end = DAY.isoformat(), (DAY + dt.timedelta(days=1)).isoformat()
     assert [e["extra"] for e in result["asset_events"]] == [
-        {"start": DAY.isoformat(), "end": (DAY + dt.timedelta(days=1)).isoformat()}
+        {"start": day, "end": end, "ranges": [[day, end]]}
     ]
     assert (io.partition_dir(params.paths.validated, DAY) / io.PART_FILE).is_file()
 

@@ -133,7 +133,7 @@ def test_chain_ingestion_features_training(scenario: dict[str, Any]) -> None:
     # the asset events carry the processed range: that is how the asset-triggered DAG gets its dates
     start, end = params.data.start.isoformat(), params.data.end.isoformat()
     assert [(ev["uri"], ev["extra"]) for ev in ingestion["asset_events"]] == [
-        (VALIDATED_URI, {"start": start, "end": end})
+        (VALIDATED_URI, {"start": start, "end": end, "ranges": [[start, end]]})
     ]
     assert features["conf"] == {"start": start, "end": end}
     (feat_event,) = features["asset_events"]
@@ -199,7 +199,10 @@ def test_backfill_range_equals_one_day_runs(scenario: dict[str, Any]) -> None:
     assert [_state(st) for st in runs] == ["success"] * 4, scenario["output"][-6000:]
     extras = [ev["extra"] for st in runs for ev in st["asset_events"]]
     expected = [(FIRST, END)] + [(d, d + ONE) for d in io.days(FIRST, END)]
-    assert extras == [{"start": s.isoformat(), "end": e.isoformat()} for s, e in expected]
+    assert extras == [
+        {"start": s.isoformat(), "end": e.isoformat(), "ranges": [[s.isoformat(), e.isoformat()]]}
+        for s, e in expected
+    ]
     ranged, daily = scenario["ranged"].paths, scenario["daily"].paths
     for sub in ("raw", "validated"):
         a, b = _partition_bytes(getattr(ranged, sub)), _partition_bytes(getattr(daily, sub))
