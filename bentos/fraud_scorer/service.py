@@ -15,9 +15,7 @@ the other requests in it. Routes: see the OpenAPI document at /docs.json (Swagge
 from __future__ import annotations
 
 import json
-import logging
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import cast
@@ -34,6 +32,7 @@ from pipelines.serving import (
     PredictionLogWriter,
     ScoreResponse,
     ServingEngine,
+    configure_service_logging,
     get_metrics,
     serving_params,
 )
@@ -69,7 +68,7 @@ class FraudScorer:
     """Scores events with the registry's champion (and challenger) release."""
 
     def __init__(self) -> None:
-        _configure_logging()
+        configure_service_logging()
         writer = None
         if CFG.log_enabled:
             writer = PredictionLogWriter(PARAMS.paths.prediction_log, CFG.log_rotate_bytes, CFG.log_flush_s)
@@ -116,18 +115,6 @@ def _batched(engine: ServingEngine) -> Score:
         return cast("list[ScoreResponse]", await batch(call))
 
     return score
-
-
-def _configure_logging() -> None:
-    """The API's loggers to stderr (the server's log) when nothing else handles them."""
-    for name in ("sluice.access", "sluice.api", "pipelines"):
-        logger = logging.getLogger(name)
-        if not logger.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-            logger.addHandler(handler)
-            logger.setLevel(logging.INFO)
-            logger.propagate = False
 
 
 def _load_bundled() -> LoadedRelease:

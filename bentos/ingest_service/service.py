@@ -10,8 +10,6 @@ Routes: the OpenAPI document at /docs.json (Swagger UI at /, /docs).
 
 from __future__ import annotations
 
-import logging
-import sys
 import warnings
 from typing import cast
 
@@ -20,7 +18,7 @@ import bentoml
 from pipelines.api.ingest_app import build_ingest_app
 from pipelines.ingestion.metrics import get_ingest_metrics
 from pipelines.ingestion.service import Ingestion
-from pipelines.serving import GuardMiddleware, serving_params
+from pipelines.serving import GuardMiddleware, configure_service_logging, serving_params
 
 # pydantic >= 2.11 formats a deprecation warning when BentoML reads `model_fields` on an instance
 warnings.filterwarnings("ignore", message=r"Accessing the 'model_fields' attribute on the instance")
@@ -49,7 +47,7 @@ class IngestService:
     """Lands events, labels and batch uploads, checked by the project's GX suite."""
 
     def __init__(self) -> None:
-        _configure_logging()
+        configure_service_logging()
         INGESTION.metrics = get_ingest_metrics()  # in the worker: Prometheus' multiprocess dir is set
         INGESTION.start()
 
@@ -63,18 +61,6 @@ class IngestService:
 
 # what @bentoml.service made of the class (type checkers keep a decorated class's own type)
 SERVICE = cast("bentoml.Service[IngestService]", IngestService)
-
-
-def _configure_logging() -> None:
-    """The API's loggers to stderr (the server's log) when nothing else handles them."""
-    for name in ("sluice.access", "sluice.api", "pipelines"):
-        logger = logging.getLogger(name)
-        if not logger.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-            logger.addHandler(handler)
-            logger.setLevel(logging.INFO)
-            logger.propagate = False
 
 
 SERVICE.mount_asgi_app(APP, path="/")

@@ -54,14 +54,7 @@ def build_app(params: Params, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(oip_router(req_model, cfg.max_records))
     app.include_router(models_router(req_model))
     app.include_router(jobs_router())
-    if cfg.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(cfg.cors_origins),
-            allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
-        )
+    allow_cors(app, cfg.cors_origins)
     error_handlers(app)
     app.openapi = lambda: complete_openapi(app)  # type: ignore[method-assign]
     app.add_api_route("/docs", lambda: RedirectResponse("/"), include_in_schema=False)
@@ -77,6 +70,18 @@ DESCRIPTION = """Online scoring of events with the model registry's champion (an
 - **Protocols**: `/predict` (records), `/v1/*` (models, deployments, batch jobs), `/v2/*` (the Open
   Inference Protocol, KServe v2 REST).
 """
+
+
+def allow_cors(app: FastAPI, origins: list[str]) -> None:
+    """Browsers on `origins` may call the API (none: CORS off); the ingestion service's app too."""
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
 
 
 def _body(request: Request, error: str, detail: list[dict[str, Any]] | None = None) -> dict[str, Any]:

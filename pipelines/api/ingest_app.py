@@ -17,9 +17,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
-from starlette.middleware.cors import CORSMiddleware
 
-from pipelines.api.app import error_handlers
+from pipelines.api.app import allow_cors, error_handlers
 from pipelines.api.bodies import ErrorBody
 from pipelines.api.ingest_bodies import BatchRefusedBody
 from pipelines.api.ingest_routes import ingest_router
@@ -81,14 +80,7 @@ def build_ingest_app(params: Params, ingestion: Ingestion | None = None) -> Fast
     app.state.ingestion = ing
     app.include_router(ingest_router(ing))
     cfg = params.ingest_service
-    if cfg.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(cfg.cors_origins),
-            allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
-        )
+    allow_cors(app, cfg.cors_origins)
     error_handlers(app)
     _ingest_handlers(app)
     models = (ErrorBody, BatchRefusedBody, ing.events.model, ing.labels.model)

@@ -45,7 +45,7 @@ from pipelines.serving.features import (
     CircuitBreaker,
     FeatureFetcher,
 )
-from pipelines.serving.http import GuardMiddleware, TokenBucket
+from pipelines.serving.http import GuardMiddleware, TokenBucket, configure_service_logging
 from pipelines.serving.log import PredictionLogWriter, wait_flushed
 from pipelines.serving.metrics import ServingMetrics, get_metrics
 from pipelines.serving.releases import ReleaseSet, default_release_loader
@@ -75,6 +75,7 @@ __all__ = [
     "TTLCache",
     "TokenBucket",
     "bucket",
+    "configure_service_logging",
     "default_release_loader",
     "get_metrics",
     "request_frame",

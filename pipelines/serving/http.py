@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
@@ -321,3 +322,16 @@ async def _json(
     hdrs += list((headers or {}).items())
     await send({"type": "http.response.start", "status": status, "headers": hdrs})
     await send({"type": "http.response.body", "body": payload})
+
+
+def configure_service_logging() -> None:
+    """A served process's loggers (access log, API, pipelines) to stderr, the server's log, at INFO,
+    when nothing else handles them (BentoML configures only its own)."""
+    for name in ("sluice.access", "sluice.api", "pipelines"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
